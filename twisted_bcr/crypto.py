@@ -1,0 +1,351 @@
+# -*- test-case-name: tests.test_crypto -*-
+"""
+Signatures and hashes of the protocol (SPEC §2.4): Ed25519 via PyNaCl over the
+canonical bytes of L{twisted_bcr.codec}, and raw SHA-256.
+
+What gets signed is always C{codec.encode(statement)}; a L{messages.Signed}
+or L{messages.Sealed} carries those bytes and the 64-byte signature over them.
+A L{Verifier} checks each (body, signature, key) once per process and
+remembers the verdict, because the same statements reach a replica again and
+again inside growing proofs and shuttles (DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from typing import Any, TypeVar, overload
+
+import attrs
+import nacl.exceptions
+import nacl.signing
+
+from twisted_bcr import codec, messages
+
+__all__ = [
+    "BadSignature",
+    "KeyPair",
+    "Verifier",
+    "corrupt",
+    "read_verify_key",
+    "result_hash",
+    "seal",
+    "sign",
+    "state_hash",
+]
+
+_T = TypeVar("_T")
+_Envelope = TypeVar("_Envelope", messages.Signed, messages.Sealed)
+
+SEED_BYTES = 32
+VERIFY_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+class BadSignature(Exception):
+    """A signature that does not verify with the key it was checked against."""
+
+
+# ---------------------------------------------------------------------------
+# Keys
+
+
+@attrs.frozen(repr=False)
+class KeyPair:
+    """An Ed25519 signing key and its public half."""
+
+    signing_key: nacl.signing.SigningKey
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        """A fresh random key pair."""
+        return cls(nacl.signing.SigningKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> KeyPair:
+        """The key pair of a 32-byte seed (see L{to_seed})."""
+        if len(seed) != SEED_BYTES:
+            raise ValueError(f"an Ed25519 seed is {SEED_BYTES} bytes, not {len(seed)}")
+        return cls(nacl.signing.SigningKey(bytes(seed)))
+
+    def to_seed(self) -> bytes:
+        """The 32-byte secret seed; whoever has it can sign as this key."""
+        return bytes(self.signing_key)
+
+    @property
+    def verify_key_bytes(self) -> bytes:
+        """The 32-byte public key that checks this key's signatures."""
+        return bytes(self.signing_key.verify_key)
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        """The 64-byte detached Ed25519 signature of C{data}."""
+        return self.signing_key.sign(data).signature
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """
+        Write the seed as hex to C{path} (mode 0600) and the public key as hex
+        to C{path + ".pub"}.  Each file is replaced atomically, so a crash
+        never leaves a half-written key behind.
+        """
+        path = os.fspath(path)
+        _write_atomically(path, self.to_seed().hex() + "\n", 0o600)
+        _write_atomically(path + ".pub", self.verify_key_bytes.hex() + "\n", 0o644)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> KeyPair:
+        """The key pair L{save} wrote to C{path}."""
+        with open(path, encoding="ascii") as seed_file:
+            text = seed_file.read().strip()
+        try:
+            seed = bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(f"{os.fspath(path)}: not a hex seed") from None
+        return cls.from_seed(seed)
+
+    def __repr__(self) -> str:
+        # Never the secret half, so a key pair can be logged or printed safely.
+        return f"KeyPair(verify_key={self.verify_key_bytes.hex()})"
+
+
+def read_verify_key(path: str | os.PathLike[str]) -> bytes:
+    """The 32-byte public key in a C{.pub} file written by L{KeyPair.save}."""
+    with open(path, encoding="ascii") as public_file:
+        text = public_file.read().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{os.fspath(path)}: not a hex public key") from None
+    if len(key) != VERIFY_KEY_BYTES:
+        raise ValueError(f"{os.fspath(path)}: a public key is {VERIFY_KEY_BYTES} bytes")
+    return key
+
+
+def _write_atomically(path: str, text: str, mode: int) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        # The umask or an older file could have left other permissions.
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "w", encoding="ascii") as output:
+            descriptor = -1
+            output.write(text)
+            output.flush()
+            os.fsync(output.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if descriptor != -1:
+            os.close(descriptor)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Signing
+
+
+def sign(key: KeyPair, statement: object) -> messages.Signed:
+    """C{statement}'s canonical bytes, signed by C{key}."""
+    body = codec.encode(statement)
+    return messages.Signed(body=body, signature=key.sign_bytes(body))
+
+
+def seal(key: KeyPair, sender: str, signer: str, message: object) -> messages.Sealed:
+    """
+    A control message signed by its sender.
+
+    @param sender: the address replies should go to.
+    @param signer: which key must verify it (C{"olympus"}, C{"replica"},
+        C{"client <i>"}); the receiver picks the key from this and context.
+    @raise ValueError: C{message} is not one of L{messages.SEALED_MESSAGES}.
+    """
+    if type(message) not in _SEALED_TYPES:
+        raise ValueError(f"{type(message).__name__} does not travel sealed")
+    body = codec.encode(message)
+    return messages.Sealed(
+        sender=sender, signer=signer, body=body, signature=key.sign_bytes(body)
+    )
+
+
+def corrupt(envelope: _Envelope) -> _Envelope:
+    """
+    The same envelope with an invalid signature: its first byte plus 1 mod
+    256, which is how SPEC §2.4 has C{invalid_order_sig()} and
+    C{invalid_result_sig()} spoil a statement.
+    """
+    signature = envelope.signature
+    if not signature:
+        raise ValueError("nothing to corrupt: empty signature")
+    spoiled = bytes([(signature[0] + 1) % 256]) + signature[1:]
+    return attrs.evolve(envelope, signature=spoiled)
+
+
+_SEALED_TYPES = frozenset(messages.SEALED_MESSAGES)
+
+
+# ---------------------------------------------------------------------------
+# Verifying
+
+
+@attrs.frozen
+class _Rejection:
+    """A remembered negative verdict."""
+
+    error_type: type[Exception]
+    reason: str
+
+
+class Verifier:
+    """
+    Checks signatures, each at most once per process.
+
+    Verdicts are remembered in a bounded LRU keyed by (signature, verify key,
+    body).  The body belongs in the key: with (signature, key) alone, a peer
+    could pair a genuine signature with a forged body and either be handed
+    the genuine statement back, or plant a negative verdict that makes us
+    reject the genuine statement later.
+    """
+
+    DEFAULT_MAX_ENTRIES = 65536
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("a verifier must remember at least one verdict")
+        self._max_entries = max_entries
+        self._verdicts: OrderedDict[tuple[bytes, bytes, bytes], object] = OrderedDict()
+        self._verify_keys: dict[bytes, nacl.signing.VerifyKey] = {}
+        #: How many Ed25519 verifications actually ran (cache misses).
+        self.signature_checks = 0
+
+    @overload
+    def verify(
+        self, signed: messages.Signed, verify_key: bytes, expected_type: type[_T]
+    ) -> _T: ...
+
+    @overload
+    def verify(
+        self,
+        signed: messages.Signed,
+        verify_key: bytes,
+        expected_type: tuple[type, ...],
+    ) -> Any: ...
+
+    def verify(
+        self,
+        signed: messages.Signed,
+        verify_key: bytes,
+        expected_type: type | tuple[type, ...],
+    ) -> Any:
+        """
+        The statement C{signed} carries, once its signature checks out.
+
+        @param verify_key: the 32-byte public key of whoever must have signed
+            (e.g. replica C{j} for position C{j} of a proof).
+        @param expected_type: the class, or classes, the statement must be.
+        @raise BadSignature: the signature does not verify with C{verify_key}.
+        @raise codec.BadMessage: the signed body is not a canonical encoding
+            of C{expected_type}.
+        """
+        statement = self._check(signed.body, signed.signature, verify_key)
+        if not isinstance(statement, expected_type):
+            raise codec.BadMessage(f"unexpected signed {type(statement).__name__}")
+        return statement
+
+    def open_sealed(self, sealed: messages.Sealed, verify_key: bytes) -> object:
+        """
+        The control message inside C{sealed}, once its signature checks out.
+
+        Only C{body} is signed: C{sealed.sender} and C{sealed.signer} are hints
+        that the caller must not trust beyond choosing C{verify_key}.
+
+        @raise BadSignature: the signature does not verify with C{verify_key}.
+        @raise codec.BadMessage: the body is not one of
+            L{messages.SEALED_MESSAGES}.
+        """
+        message = self._check(sealed.body, sealed.signature, verify_key)
+        if type(message) not in _SEALED_TYPES:
+            raise codec.BadMessage(f"unexpected sealed {type(message).__name__}")
+        return message
+
+    def trust_own(
+        self, signed: messages.Signed, verify_key: bytes, statement: object
+    ) -> None:
+        """
+        Remember that C{signed}, which this process has just made with its
+        own key from C{statement}, verifies: a replica meets its own
+        statements again in the proofs that come back to it, and checking
+        them would only cost time.
+        """
+        cache_key = (signed.signature, verify_key, signed.body)
+        self._verdicts[cache_key] = statement
+        if len(self._verdicts) > self._max_entries:
+            self._verdicts.popitem(last=False)
+
+    def _check(self, body: bytes, signature: bytes, verify_key: bytes) -> object:
+        cache_key = (signature, verify_key, body)
+        verdicts = self._verdicts
+        try:
+            verdict = verdicts[cache_key]
+        except (KeyError, TypeError):
+            # TypeError: unhashable junk in place of bytes; _judge rejects it.
+            verdict = self._judge(body, signature, verify_key)
+            try:
+                verdicts[cache_key] = verdict
+            except TypeError:
+                pass
+            else:
+                if len(verdicts) > self._max_entries:
+                    verdicts.popitem(last=False)
+        else:
+            verdicts.move_to_end(cache_key)
+        if type(verdict) is _Rejection:
+            raise verdict.error_type(verdict.reason)
+        return verdict
+
+    def _judge(self, body: bytes, signature: bytes, verify_key: bytes) -> object:
+        """Verify and decode once: the decoded statement or a L{_Rejection}."""
+        try:
+            key = self._verify_key(verify_key)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return _Rejection(BadSignature, "invalid verify key")
+        self.signature_checks += 1
+        try:
+            key.verify(body, signature)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return _Rejection(BadSignature, "signature does not verify")
+        try:
+            return codec.decode(body)
+        except codec.BadMessage as error:
+            return _Rejection(codec.BadMessage, str(error))
+
+    def _verify_key(self, verify_key: bytes) -> nacl.signing.VerifyKey:
+        key = self._verify_keys.get(verify_key)
+        if key is None:
+            key = nacl.signing.VerifyKey(verify_key)
+            if len(self._verify_keys) >= self._max_entries:
+                # Keys come from configurations, so this only guards memory.
+                self._verify_keys.clear()
+            self._verify_keys[verify_key] = key
+        return key
+
+
+# ---------------------------------------------------------------------------
+# Hashes
+
+
+def result_hash(result: str) -> bytes:
+    """Raw SHA-256 of the UTF-8 bytes of a result (SPEC §2.4)."""
+    return hashlib.sha256(result.encode("utf-8")).digest()
+
+
+def state_hash(state: dict[str, str]) -> bytes:
+    """
+    Raw SHA-256 of the dictionary's canonical JSON: sorted keys, no
+    whitespace, UTF-8 (SPEC §2.4), so insertion order never matters.
+    """
+    canonical = json.dumps(
+        state, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).digest()

@@ -1,0 +1,543 @@
+# -*- test-case-name: tests.test_codec -*-
+"""
+Every message and signed statement of the protocol, as frozen attrs types.
+
+These classes are pure data. Their canonical byte encoding (used on the wire
+*and* as the bytes that get signed) lives in L{twisted_bcr.codec}; each class
+carries a one-byte C{TAG} that the codec writes in front of it, and its fields
+are encoded in declaration order.  Field types are restricted to what the codec
+understands: C{int}, C{str}, C{bytes}, C{bool}, C{Optional[X]},
+C{tuple[X, ...]}, C{dict[str, str]} and other classes of this module.
+
+Naming follows SPEC §4: statements are the things replicas sign; a L{Signed}
+is the canonical encoding of a statement (or of a client's request, or of a
+whole control message) together with the Ed25519 signature over exactly those
+bytes.  Proofs are tuples of L{Signed} in chain order.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional, Union
+
+from attrs import frozen
+
+# ---------------------------------------------------------------------------
+# Building blocks
+
+
+@frozen
+class Operation:
+    """One dictionary operation: C{put}, C{get}, C{append} or C{slice}."""
+
+    TAG: ClassVar[int] = 1
+    name: str
+    args: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "{}({})".format(self.name, ",".join(repr(a) for a in self.args))
+
+
+@frozen
+class Request:
+    """What a client asks for; travels signed by the client (SPEC §2.4)."""
+
+    TAG: ClassVar[int] = 2
+    client: int
+    seq: int
+    operation: Operation
+
+    @property
+    def request_id(self) -> str:
+        """The request id of SPEC §4: C{"<client>:<seq>"}."""
+        return f"{self.client}:{self.seq}"
+
+
+@frozen
+class Signed:
+    """
+    Canonical bytes of a statement, request or control message, and the
+    Ed25519 signature over exactly those bytes.  Who must have signed is
+    decided by the verifier from context (chain position, sender role).
+    """
+
+    TAG: ClassVar[int] = 3
+    body: bytes
+    signature: bytes
+
+
+@frozen
+class OrderStatement:
+    """C{<order, s, o>} signed by a replica, bound to its configuration."""
+
+    TAG: ClassVar[int] = 4
+    configuration: int
+    slot: int
+    client: int
+    seq: int
+    operation: Operation
+
+
+@frozen
+class ResultStatement:
+    """C{<result, o, hash(r)>} signed by a replica; C{result_hash} is raw SHA-256."""
+
+    TAG: ClassVar[int] = 5
+    configuration: int
+    slot: int
+    client: int
+    seq: int
+    operation: Operation
+    result_hash: bytes
+
+
+@frozen
+class CheckpointStatement:
+    """C{<checkpoint, s, hash(state after s)>} signed by a replica."""
+
+    TAG: ClassVar[int] = 6
+    configuration: int
+    slot: int
+    state_hash: bytes
+
+
+@frozen
+class CheckpointProof:
+    """Checkpoint statements for one slot, from chain positions C{0..k}."""
+
+    TAG: ClassVar[int] = 7
+    configuration: int
+    slot: int
+    statements: tuple[Signed, ...]
+
+
+@frozen
+class HistoryEntry:
+    """One slot of a replica's history: the signed request and its order proof."""
+
+    TAG: ClassVar[int] = 8
+    slot: int
+    request: Signed
+    order_proof: tuple[Signed, ...]
+
+
+@frozen
+class ReplicaInfo:
+    """Where a replica of a configuration listens and the key it signs with."""
+
+    TAG: ClassVar[int] = 9
+    address: str
+    verify_key: bytes
+
+
+@frozen
+class ClientInfo:
+    """Where a client listens and the key it signs its requests with."""
+
+    TAG: ClassVar[int] = 10
+    index: int
+    address: str
+    verify_key: bytes
+
+
+@frozen
+class Configuration:
+    """
+    One configuration of the chain as Olympus hands it out (signed by
+    Olympus inside a L{Sealed} envelope).  Parameters every replica needs
+    travel with it, so a spare needs nothing but Olympus's address and key.
+    """
+
+    TAG: ClassVar[int] = 11
+    number: int
+    t: int
+    replicas: tuple[ReplicaInfo, ...]
+    clients: tuple[ClientInfo, ...]
+    checkpt_interval: int
+    head_timeout_ms: int
+    nonhead_timeout_ms: int
+
+
+@frozen
+class ClientResult:
+    """A replica's most recent result for one client, with its signed statement."""
+
+    TAG: ClassVar[int] = 12
+    client: int
+    seq: int
+    result: str
+    statement: Signed
+
+
+# ---------------------------------------------------------------------------
+# Data plane: clients and replicas
+
+
+@frozen
+class ClientRequest:
+    """A signed request sent by a client straight to a replica."""
+
+    TAG: ClassVar[int] = 20
+    request: Signed
+
+
+@frozen
+class ForwardedRequest:
+    """A client's signed request forwarded by a non-head to the head (§6.2)."""
+
+    TAG: ClassVar[int] = 21
+    request: Signed
+
+
+@frozen
+class Shuttle:
+    """Forward shuttle, head to tail: request, slot and the proofs so far."""
+
+    TAG: ClassVar[int] = 22
+    configuration: int
+    slot: int
+    request: Signed
+    order_proof: tuple[Signed, ...]
+    result_proof: tuple[Signed, ...]
+
+
+@frozen
+class ResultMessage:
+    """A result with its result proof, sent to the client that asked."""
+
+    TAG: ClassVar[int] = 23
+    configuration: int
+    slot: int
+    client: int
+    seq: int
+    result: str
+    result_proof: tuple[Signed, ...]
+
+
+@frozen
+class ResultShuttle:
+    """Backward shuttle, tail to head: complete result and order proofs."""
+
+    TAG: ClassVar[int] = 24
+    configuration: int
+    slot: int
+    request: Signed
+    result: str
+    order_proof: tuple[Signed, ...]
+    result_proof: tuple[Signed, ...]
+
+
+@frozen
+class ErrorMessage:
+    """A replica's refusal to serve a request (e.g. it is immutable)."""
+
+    TAG: ClassVar[int] = 25
+    configuration: int
+    client: int
+    seq: int
+    reason: str
+
+
+@frozen
+class CheckpointMessage:
+    """Checkpoint shuttle, head to tail, with the statements so far."""
+
+    TAG: ClassVar[int] = 26
+    proof: CheckpointProof
+
+
+@frozen
+class CompletedCheckpoint:
+    """A completed checkpoint proof travelling from the tail to the head."""
+
+    TAG: ClassVar[int] = 27
+    proof: CheckpointProof
+
+
+# ---------------------------------------------------------------------------
+# Control plane: everything to or from Olympus travels inside a Sealed
+# envelope signed by its sender (Olympus, a replica, or a client).
+
+
+@frozen
+class Sealed:
+    """
+    A control message signed by its sender: C{body} is the canonical
+    encoding of the inner message, C{signer} names the key that must verify
+    it (C{"olympus"}, C{"replica"} or C{"client <i>"}) and C{sender} is the
+    address to answer to.
+    """
+
+    TAG: ClassVar[int] = 40
+    sender: str
+    signer: str
+    body: bytes
+    signature: bytes
+
+
+@frozen
+class RegisterReplica:
+    """A fresh spare announces its address and public key to Olympus."""
+
+    TAG: ClassVar[int] = 41
+    address: str
+    verify_key: bytes
+
+
+@frozen
+class RegisterClient:
+    """A client announces its address and public key to Olympus."""
+
+    TAG: ClassVar[int] = 42
+    index: int
+    address: str
+    verify_key: bytes
+
+
+@frozen
+class GetConfiguration:
+    """A client asks Olympus for the current configuration."""
+
+    TAG: ClassVar[int] = 43
+    client: int
+
+
+@frozen
+class ConfigurationReply:
+    """Olympus's answer to a client: the current configuration."""
+
+    TAG: ClassVar[int] = 44
+    configuration: Configuration
+
+
+@frozen
+class Assignment:
+    """
+    Olympus places a spare at position C{index} of C{configuration}: the
+    set-up of configuration 0, or the C{new_configuration} message (the
+    paper's C{inithist}) of a later one.  C{failures} is the raw text of
+    C{failures[c,r]} from the case file, or empty.
+    """
+
+    TAG: ClassVar[int] = 45
+    configuration: Configuration
+    index: int
+    state: dict[str, str]
+    first_slot: int
+    failures: str
+    client_results: tuple[ClientResult, ...]
+
+
+@frozen
+class ReconfigurationRequest:
+    """A replica or client asks Olympus to reconfigure (SPEC §7)."""
+
+    TAG: ClassVar[int] = 46
+    configuration: int
+    requester: str
+    reason: str
+    proof: tuple[Signed, ...]
+
+
+@frozen
+class WedgeRequest:
+    """Olympus tells the replicas of a configuration to become immutable."""
+
+    TAG: ClassVar[int] = 47
+    configuration: int
+
+
+@frozen
+class Wedged:
+    """A wedged replica's history since its last completed checkpoint (§9.2)."""
+
+    TAG: ClassVar[int] = 48
+    configuration: int
+    index: int
+    history: tuple[HistoryEntry, ...]
+    checkpoint: Optional[CheckpointProof]
+
+
+@frozen
+class CatchUp:
+    """Olympus sends a quorum member the operations it has not executed."""
+
+    TAG: ClassVar[int] = 49
+    configuration: int
+    entries: tuple[HistoryEntry, ...]
+
+
+@frozen
+class CaughtUp:
+    """A caught-up replica's state hash and its most recent result per client."""
+
+    TAG: ClassVar[int] = 50
+    configuration: int
+    index: int
+    state_hash: bytes
+    client_results: tuple[ClientResult, ...]
+
+
+@frozen
+class GetRunningState:
+    """Olympus asks a quorum member for its whole dictionary."""
+
+    TAG: ClassVar[int] = 51
+    configuration: int
+
+
+@frozen
+class RunningState:
+    """A replica's whole dictionary, for Olympus to hash and hand on."""
+
+    TAG: ClassVar[int] = 52
+    configuration: int
+    index: int
+    state: dict[str, str]
+
+
+@frozen
+class ResultFromOlympus:
+    """A result recovered during reconfiguration, delivered by Olympus (§9.6)."""
+
+    TAG: ClassVar[int] = 53
+    client: int
+    seq: int
+    result: str
+    statements: tuple[Signed, ...]
+
+
+@frozen
+class Shutdown:
+    """Olympus retires a replica: log the final dictionary and exit."""
+
+    TAG: ClassVar[int] = 54
+    configuration: int
+
+
+@frozen
+class FinalState:
+    """A retiring replica's final dictionary and last executed slot."""
+
+    TAG: ClassVar[int] = 55
+    configuration: int
+    index: int
+    state: dict[str, str]
+    last_slot: int
+
+
+@frozen
+class FinishRun:
+    """The driver asks Olympus to retire every live replica and report."""
+
+    TAG: ClassVar[int] = 56
+    reason: str
+
+
+@frozen
+class RunReport:
+    """Olympus's account of a run for the driver: final states and history."""
+
+    TAG: ClassVar[int] = 57
+    configuration: int
+    final_states: tuple[FinalState, ...]
+    reconfigurations_json: str
+    errors: tuple[str, ...]
+
+
+StatementType = Union[OrderStatement, ResultStatement, CheckpointStatement]
+
+#: Messages that may appear at the top of a frame.
+WIRE_MESSAGES: tuple[type, ...] = (
+    ClientRequest,
+    ForwardedRequest,
+    Shuttle,
+    ResultMessage,
+    ResultShuttle,
+    ErrorMessage,
+    CheckpointMessage,
+    CompletedCheckpoint,
+    Sealed,
+)
+
+#: Messages that travel only inside a L{Sealed} envelope.
+SEALED_MESSAGES: tuple[type, ...] = (
+    RegisterReplica,
+    RegisterClient,
+    GetConfiguration,
+    ConfigurationReply,
+    Assignment,
+    ReconfigurationRequest,
+    WedgeRequest,
+    Wedged,
+    CatchUp,
+    CaughtUp,
+    GetRunningState,
+    RunningState,
+    ResultFromOlympus,
+    Shutdown,
+    FinalState,
+    FinishRun,
+    RunReport,
+)
+
+#: Things that are signed as a L{Signed} body.
+SIGNED_BODIES: tuple[type, ...] = (
+    Request,
+    OrderStatement,
+    ResultStatement,
+    CheckpointStatement,
+)
+
+#: Every class the codec knows, by tag.
+ALL_TYPES: tuple[type, ...] = (
+    (
+        Operation,
+        Request,
+        Signed,
+        OrderStatement,
+        ResultStatement,
+        CheckpointStatement,
+        CheckpointProof,
+        HistoryEntry,
+        ReplicaInfo,
+        ClientInfo,
+        Configuration,
+        ClientResult,
+    )
+    + WIRE_MESSAGES
+    + SEALED_MESSAGES
+)
+
+
+def message_name(message: object) -> str:
+    """The protocol name of a message as used in logs and triggers (SPEC §4)."""
+    return _NAMES.get(type(message), type(message).__name__)
+
+
+_NAMES: dict[type, str] = {
+    ClientRequest: "client_request",
+    ForwardedRequest: "forwarded_request",
+    Shuttle: "shuttle",
+    ResultMessage: "result_message",
+    ResultShuttle: "result_shuttle",
+    ErrorMessage: "error",
+    CheckpointMessage: "checkpoint",
+    CompletedCheckpoint: "completed_checkpoint",
+    RegisterReplica: "register_replica",
+    RegisterClient: "register_client",
+    GetConfiguration: "get_configuration",
+    ConfigurationReply: "configuration",
+    Assignment: "new_configuration",
+    ReconfigurationRequest: "reconfiguration_request",
+    WedgeRequest: "wedge_request",
+    Wedged: "wedged",
+    CatchUp: "catch_up",
+    CaughtUp: "caught_up",
+    GetRunningState: "get_running_state",
+    RunningState: "running_state",
+    ResultFromOlympus: "result_from_olympus",
+    Shutdown: "shutdown",
+    FinalState: "final_state",
+    FinishRun: "finish_run",
+    RunReport: "run_report",
+}

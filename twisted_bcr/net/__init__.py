@@ -1,0 +1,1 @@
+"""The processes binding: framing, TCP peers, timers and process control."""
