@@ -1,0 +1,966 @@
+"""
+Tests for L{twisted_bcr.core.replica}: the replica state machine driven
+directly through a fake environment (SPEC §5, §6.2, §8 and the set-up and
+retirement of a replica).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twisted_bcr import crypto
+from twisted_bcr.core.common import Mode
+from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.messages import (
+    CheckpointMessage,
+    ClientRequest,
+    CompletedCheckpoint,
+    ErrorMessage,
+    FinalState,
+    ForwardedRequest,
+    OrderStatement,
+    ReconfigurationRequest,
+    RegisterReplica,
+    ResultMessage,
+    ResultShuttle,
+    ResultStatement,
+    Shutdown,
+    Shuttle,
+)
+from tests.fakes import (
+    OLYMPUS_ADDRESS,
+    STRANGER_KEY,
+    Chain,
+    FakeEnvironment,
+    checkpoint_proof,
+    client_address,
+    client_key,
+    client_request,
+    make_assignment,
+    make_configuration,
+    make_replica,
+    make_result_shuttle,
+    make_shuttle,
+    make_spare,
+    open_sealed,
+    operation,
+    order_proof,
+    order_statement,
+    reconfiguration_requests,
+    replica_address,
+    replica_key,
+    result_proof,
+    result_statement,
+    seal_from_olympus,
+    sign_request,
+)
+
+CONFIG = make_configuration(t=1, clients=2)
+PUT = sign_request(0, 0, "put", "k", "v")
+
+
+class ReplicaTestCase(SynchronousTestCase):
+    """Shared assertions for replica tests."""
+
+    def replica(self, index: int, **options: Any):
+        """A replica at C{index} of C{options.pop('configuration', CONFIG)}."""
+        configuration = options.pop("configuration", CONFIG)
+        replica, env = make_replica(configuration, index, **options)
+        self.watch(env)
+        return replica, env
+
+    def watch(self, env: FakeEnvironment) -> None:
+        """Fail the test if any log event of C{env} cannot be formatted."""
+        self.addCleanup(lambda: self.assertEqual(env.format_errors, []))
+
+    def assertReconfigurationOnly(self, replica, env: FakeEnvironment) -> str:
+        """
+        C{replica} sent exactly one message: a reconfiguration request for
+        its configuration, sealed with its own key, to Olympus.  Returns the
+        reason it gave.
+        """
+        sent = env.take()
+        self.assertEqual([s.to for s in sent], [OLYMPUS_ADDRESS], sent)
+        request = open_sealed(sent[0], replica_key(replica.index, replica.configuration.number))
+        self.assertIsInstance(request, ReconfigurationRequest)
+        assert isinstance(request, ReconfigurationRequest)
+        self.assertEqual(request.configuration, replica.configuration.number)
+        self.assertEqual(request.requester, replica.name)
+        self.assertEqual(sent[0].message.signer, replica.name)
+        return request.reason
+
+    def cases(self, env: FakeEnvironment) -> list[tuple[str, str]]:
+        """The retransmission cases logged so far, as (request id, case)."""
+        return [(e["request_id"], e["case"]) for e in env.events_named("bcr.retransmission")]
+
+
+class FakeEnvironmentTests(SynchronousTestCase):
+    """The fake environment is a faithful IEnvironment."""
+
+    def test_provides(self) -> None:
+        """FakeEnvironment provides IEnvironment and a replica is an IMachine in shape."""
+        replica, env = make_replica(CONFIG, 0)
+        self.assertTrue(verifyObject(IEnvironment, env))
+        for name in IMachine.names():
+            self.assertTrue(callable(getattr(replica, name)))
+
+    def test_unencodable_message(self) -> None:
+        """Sending something the codec cannot carry fails at once."""
+        env = FakeEnvironment("x")
+        self.assertRaises(ValueError, env.send, "y", object())
+
+
+class HeadTests(ReplicaTestCase):
+    """The head orders new client requests (SPEC §5 step 2)."""
+
+    def test_orders_valid_request(self) -> None:
+        """A valid request gets slot 0, is executed and starts a signed shuttle to replica 1."""
+        head, env = self.replica(0)
+        head.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(head.state, {"k": "v"})
+        self.assertEqual((head.next_slot, head.last_executed), (1, 0))
+        [sent] = env.take()
+        self.assertEqual(sent.to, replica_address(1))
+        shuttle = sent.message
+        self.assertIsInstance(shuttle, Shuttle)
+        self.assertEqual((shuttle.configuration, shuttle.slot, shuttle.request), (0, 0, PUT))
+        verifier = crypto.Verifier()
+        key = replica_key(0).verify_key_bytes
+        [order] = shuttle.order_proof
+        [result] = shuttle.result_proof
+        op = operation("put", "k", "v")
+        self.assertEqual(verifier.verify(order, key, OrderStatement), OrderStatement(0, 0, 0, 0, op))
+        self.assertEqual(
+            verifier.verify(result, key, ResultStatement),
+            ResultStatement(0, 0, 0, 0, op, crypto.result_hash("OK")),
+        )
+        self.assertEqual(list(head.history), [0])
+        self.assertEqual(head.history[0].request, PUT)
+        self.assertEqual(head.history[0].order_proof, shuttle.order_proof)
+        self.assertEqual(head.last_results[0].result, "OK")
+        self.assertEqual(head.last_results[0].statement, result)
+        self.assertEqual([e["slot"] for e in env.events_named("bcr.order")], [0])
+
+    def test_slots_are_consecutive_from_first_slot(self) -> None:
+        """Slots continue from the assignment's first slot, one per new request."""
+        head, env = self.replica(0, first_slot=7, state={"k": "a"})
+        head.receive(client_address(0), client_request(0, 0, "append", "k", "b"))
+        head.receive(client_address(1), client_request(1, 0, "get", "k"))
+        shuttles = env.of_type(Shuttle)
+        self.assertEqual([s.slot for s in shuttles], [7, 8])
+        self.assertEqual(head.state, {"k": "ab"})
+        self.assertEqual(head.last_results[1].result, "ab")
+
+    def test_drops_badly_signed_request(self) -> None:
+        """A request with a spoiled client signature is dropped and logged, without a reconfiguration request."""
+        head, env = self.replica(0)
+        head.receive(client_address(0), ClientRequest(crypto.corrupt(PUT)))
+        self.assertEqual(env.take(), [])
+        self.assertEqual((head.next_slot, head.state, head.history), (0, {}, {}))
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("client request", rejected["reason"])
+        self.assertEqual(env.events_named("bcr.reconfiguration_request"), [])
+
+    def test_drops_request_signed_by_another_client(self) -> None:
+        """A request naming client 0 but signed with client 1's key is dropped."""
+        head, env = self.replica(0)
+        forged = sign_request(0, 0, "put", "k", "v", key=client_key(1))
+        head.receive(client_address(1), ClientRequest(forged))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_drops_request_from_unknown_client(self) -> None:
+        """A request from a client outside the configuration is dropped."""
+        head, env = self.replica(0)
+        head.receive("client-9", client_request(9, 0, "get", "k"))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_forward_shuttle_at_head(self) -> None:
+        """A forward shuttle arriving at the head is refused with a reconfiguration request."""
+        head, env = self.replica(0)
+        head.receive(replica_address(2), make_shuttle(CONFIG, 0, PUT, "OK", 0))
+        self.assertIn("head", self.assertReconfigurationOnly(head, env))
+        self.assertEqual(head.state, {})
+
+
+class MiddleTests(ReplicaTestCase):
+    """A middle replica checks and extends forward shuttles (SPEC §5 step 3)."""
+
+    def assertRefused(self, shuttle: Shuttle, expected_reason: str, index: int = 1) -> None:
+        """Replica C{index} refuses C{shuttle}: it asks Olympus to reconfigure and forwards nothing."""
+        replica, env = self.replica(index)
+        replica.receive(replica_address(index - 1), shuttle)
+        reason = self.assertReconfigurationOnly(replica, env)
+        self.assertIn(expected_reason, reason)
+        self.assertEqual(replica.history, {})
+        self.assertEqual(env.of_type(Shuttle), [])
+
+    def test_extends_valid_shuttle(self) -> None:
+        """A valid shuttle is executed, extended with the replica's statements and forwarded."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        [sent] = env.take()
+        self.assertEqual(sent.to, replica_address(2))
+        self.assertEqual(sent.message, make_shuttle(CONFIG, 0, PUT, "OK", 2))
+        self.assertEqual(middle.state, {"k": "v"})
+        self.assertEqual(middle.last_executed, 0)
+        self.assertEqual(middle.history[0].order_proof, order_proof(CONFIG, 0, PUT, 2))
+        self.assertEqual(
+            middle.last_results[0].statement, result_statement(CONFIG, 0, PUT, 1, "OK")
+        )
+
+    def test_wrong_client_signature(self) -> None:
+        """A shuttle whose embedded request has a bad client signature is refused."""
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1), request=crypto.corrupt(PUT)
+        )
+        self.assertRefused(shuttle, "badly signed request")
+
+    def test_order_proof_wrong_count(self) -> None:
+        """An order proof with a statement too many is refused."""
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1), order_proof=order_proof(CONFIG, 0, PUT, 2)
+        )
+        self.assertRefused(shuttle, "order proof has 2 statements")
+
+    def test_order_proof_missing(self) -> None:
+        """An order proof without the head's statement is refused."""
+        shuttle = attrs.evolve(make_shuttle(CONFIG, 0, PUT, "OK", 1), order_proof=())
+        self.assertRefused(shuttle, "order proof has 0 statements")
+
+    def test_result_proof_wrong_count(self) -> None:
+        """A result proof with the wrong number of statements is refused."""
+        shuttle = attrs.evolve(make_shuttle(CONFIG, 0, PUT, "OK", 2), result_proof=result_proof(CONFIG, 0, PUT, "OK", 1))
+        self.assertRefused(shuttle, "result proof has 1 statements", index=2)
+
+    def test_statement_signed_by_wrong_replica(self) -> None:
+        """An order statement in position 0 signed by replica 2 is refused."""
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1),
+            order_proof=(order_statement(CONFIG, 0, PUT, 0, key=replica_key(2)),),
+        )
+        self.assertRefused(shuttle, "statement 0")
+
+    def test_spoiled_result_signature(self) -> None:
+        """A result statement with an invalid signature (SPEC §2.4 spoiling) is refused."""
+        shuttle = make_shuttle(CONFIG, 0, PUT, "OK", 2)
+        shuttle = attrs.evolve(
+            shuttle,
+            result_proof=(shuttle.result_proof[0], crypto.corrupt(shuttle.result_proof[1])),
+        )
+        self.assertRefused(shuttle, "statement 1", index=2)
+
+    def test_order_statement_names_other_operation(self) -> None:
+        """An order statement naming get('x') instead of the signed request is refused."""
+        lie = operation("get", "x")
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1),
+            order_proof=(order_statement(CONFIG, 0, PUT, 0, op=lie),),
+        )
+        self.assertRefused(shuttle, "order statement 0 contradicts")
+
+    def test_result_statement_for_other_slot(self) -> None:
+        """A result statement for slot 5 in a shuttle for slot 0 is refused."""
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1),
+            result_proof=(result_statement(CONFIG, 5, PUT, 0, "OK"),),
+        )
+        self.assertRefused(shuttle, "result statement 0 is for another operation")
+
+    def test_order_statement_for_other_slot(self) -> None:
+        """An order statement for another slot than the shuttle's is refused."""
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1),
+            order_proof=(order_statement(CONFIG, 1, PUT, 0),),
+        )
+        self.assertRefused(shuttle, "order statement 0 contradicts")
+
+    def test_hole(self) -> None:
+        """A shuttle for slot 1 at a replica that has executed nothing is a hole."""
+        self.assertRefused(make_shuttle(CONFIG, 1, PUT, "OK", 1), "hole")
+
+    def test_other_configuration(self) -> None:
+        """A shuttle naming another configuration is refused."""
+        other = make_configuration(t=1, clients=2, number=1)
+        self.assertRefused(make_shuttle(other, 0, PUT, "OK", 1), "configuration 1")
+
+    def test_already_ordered_different_operation(self) -> None:
+        """A second shuttle for an executed slot with a different request is refused."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        other = sign_request(1, 0, "put", "k", "w")
+        middle.receive(replica_address(0), make_shuttle(CONFIG, 0, other, "OK", 1))
+        self.assertIn("different operation", self.assertReconfigurationOnly(middle, env))
+        self.assertEqual(middle.state, {"k": "v"})
+
+    def test_predecessor_result_hash_differs(self) -> None:
+        """A predecessor's result statement whose hash differs from our own result is refused."""
+        shuttle = attrs.evolve(
+            make_shuttle(CONFIG, 0, PUT, "OK", 1),
+            result_proof=(result_statement(CONFIG, 0, PUT, 0, "fail"),),
+        )
+        self.assertRefused(shuttle, "disagrees with our result")
+
+
+class TailTests(ReplicaTestCase):
+    """The tail completes the proofs and answers the client (SPEC §5 step 4)."""
+
+    def test_result_to_client_before_result_shuttle(self) -> None:
+        """The tail sends the result message to the client first, then the result shuttle to replica 1."""
+        tail, env = self.replica(2)
+        tail.receive(replica_address(1), make_shuttle(CONFIG, 0, PUT, "OK", 2))
+        sent = env.take()
+        self.assertEqual([s.to for s in sent], [client_address(0), replica_address(1)])
+        message, shuttle = sent[0].message, sent[1].message
+        self.assertEqual(
+            message,
+            ResultMessage(0, 0, 0, 0, "OK", result_proof(CONFIG, 0, PUT, "OK", 3)),
+        )
+        self.assertEqual(shuttle, make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        [logged] = [e for e in env.events_named("bcr.send") if e["message"] == "result_message"]
+        self.assertEqual((logged["request_id"], logged["slot"]), ("0:0", 0))
+
+    def test_caches_result(self) -> None:
+        """The tail answers a retransmission from its result cache."""
+        tail, env = self.replica(2)
+        tail.receive(replica_address(1), make_shuttle(CONFIG, 0, PUT, "OK", 2))
+        [first, _] = env.take()
+        tail.receive(client_address(0), ClientRequest(PUT))
+        [again] = env.take()
+        self.assertEqual((again.to, again.message), (client_address(0), first.message))
+        self.assertEqual(self.cases(env), [("0:0", "cached result")])
+
+    def test_result_shuttle_at_tail(self) -> None:
+        """A result shuttle arriving at the tail is refused with a reconfiguration request."""
+        tail, env = self.replica(2)
+        tail.receive(replica_address(1), make_shuttle(CONFIG, 0, PUT, "OK", 2))
+        env.take()
+        tail.receive(replica_address(1), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        self.assertIn("tail", self.assertReconfigurationOnly(tail, env))
+
+
+class ResultShuttleTests(ReplicaTestCase):
+    """Replicas before the tail validate, cache and pass on result shuttles (SPEC §5 step 5)."""
+
+    def executed_middle(self):
+        """Replica 1 after executing slot 0 (put k=v)."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        return middle, env
+
+    def test_valid_is_cached_and_forwarded(self) -> None:
+        """A valid result shuttle is forwarded to replica 0 and then answers retransmissions."""
+        middle, env = self.executed_middle()
+        shuttle = make_result_shuttle(CONFIG, 0, PUT, "OK")
+        middle.receive(replica_address(2), shuttle)
+        [sent] = env.take()
+        self.assertEqual((sent.to, sent.message), (replica_address(0), shuttle))
+        self.assertEqual(middle.history[0].order_proof, shuttle.order_proof)
+        middle.receive(client_address(0), ClientRequest(PUT))
+        [answer] = env.take()
+        self.assertEqual(
+            (answer.to, answer.message),
+            (client_address(0), ResultMessage(0, 0, 0, 0, "OK", shuttle.result_proof)),
+        )
+        self.assertEqual(self.cases(env), [("0:0", "cached result")])
+
+    def test_at_head_is_not_forwarded(self) -> None:
+        """The head validates and caches a result shuttle but sends nothing on."""
+        head, env = self.replica(0)
+        head.receive(client_address(0), ClientRequest(PUT))
+        env.take()
+        head.receive(replica_address(1), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        self.assertEqual(env.take(), [])
+        head.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(len(env.of_type(ResultMessage)), 1)
+
+    def test_incomplete_proof(self) -> None:
+        """A result proof missing the head's statement brings a reconfiguration request and is not cached."""
+        middle, env = self.executed_middle()
+        shuttle = make_result_shuttle(CONFIG, 0, PUT, "OK")
+        shuttle = attrs.evolve(shuttle, result_proof=shuttle.result_proof[1:])
+        middle.receive(replica_address(2), shuttle)
+        self.assertIn("result proof has 2 of 3", self.assertReconfigurationOnly(middle, env))
+        middle.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(env.of_type(ResultMessage), [])
+
+    def test_wrong_hash(self) -> None:
+        """A result shuttle carrying another result than ours brings a reconfiguration request."""
+        middle, env = self.executed_middle()
+        middle.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "fail"))
+        self.assertIn("differs", self.assertReconfigurationOnly(middle, env))
+
+    def test_contradicting_statement(self) -> None:
+        """One validly signed statement with another hash (change_result) is detected."""
+        middle, env = self.executed_middle()
+        shuttle = make_result_shuttle(CONFIG, 0, PUT, "OK")
+        lie = result_statement(CONFIG, 0, PUT, 2, "fail")
+        shuttle = attrs.evolve(shuttle, result_proof=shuttle.result_proof[:2] + (lie,))
+        middle.receive(replica_address(2), shuttle)
+        self.assertIn("result statement 2", self.assertReconfigurationOnly(middle, env))
+
+    def test_unexecuted_slot(self) -> None:
+        """A result shuttle for a slot this replica never executed is refused."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        self.assertIn("not executed here", self.assertReconfigurationOnly(middle, env))
+
+
+class RetransmissionTests(ReplicaTestCase):
+    """Replicas handle requests retransmitted by clients as in SPEC §6.2, naming each case."""
+
+    def ordered_head(self, **options: Any):
+        """A head that has ordered PUT at slot 0; its result shuttle is not back."""
+        head, env = self.replica(0, **options)
+        head.receive(client_address(0), ClientRequest(PUT))
+        env.take()
+        return head, env
+
+    def test_cached_result(self) -> None:
+        """Case 1: a head holding the result shuttle sends the result to the client."""
+        head, env = self.ordered_head()
+        shuttle = make_result_shuttle(CONFIG, 0, PUT, "OK")
+        head.receive(replica_address(1), shuttle)
+        head.receive(client_address(0), ClientRequest(PUT))
+        [sent] = env.take()
+        self.assertEqual(sent.to, client_address(0))
+        self.assertEqual(sent.message, ResultMessage(0, 0, 0, 0, "OK", shuttle.result_proof))
+        self.assertEqual(self.cases(env), [("0:0", "cached result")])
+        self.assertEqual(env.active_timers(), {})
+
+    def test_immutable(self) -> None:
+        """Case 2: an immutable replica without the result answers with an error."""
+        middle, env = self.replica(1)
+        middle.mode = Mode.IMMUTABLE
+        middle.receive(client_address(0), ClientRequest(PUT))
+        [sent] = env.take()
+        self.assertEqual((sent.to, sent.message), (client_address(0), ErrorMessage(0, 0, 0, "immutable")))
+        self.assertEqual(self.cases(env), [("0:0", "immutable")])
+        self.assertEqual(env.active_timers(), {})
+
+    def test_cached_result_before_immutable(self) -> None:
+        """Case 1 is checked before case 2: an immutable replica still returns a cached result."""
+        head, env = self.ordered_head()
+        head.receive(replica_address(1), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        head.mode = Mode.IMMUTABLE
+        head.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(len(env.of_type(ResultMessage)), 1)
+        self.assertEqual(env.of_type(ErrorMessage), [])
+        self.assertEqual(self.cases(env), [("0:0", "cached result")])
+
+    def test_immutable_before_head_already_ordered(self) -> None:
+        """Case 2 is checked before case 3: an immutable head answers an ordered request with an error."""
+        head, env = self.ordered_head()
+        head.mode = Mode.IMMUTABLE
+        head.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(len(env.of_type(ErrorMessage)), 1)
+        self.assertEqual(env.active_timers(), {})
+        self.assertEqual(self.cases(env), [("0:0", "immutable")])
+
+    def test_head_already_ordered(self) -> None:
+        """Case 3: the head starts its timer and sends the result when the result shuttle arrives."""
+        config = make_configuration(head_timeout_ms=2500)
+        head, env = self.ordered_head(configuration=config)
+        head.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(head.next_slot, 1)
+        self.assertEqual(self.cases(env), [("0:0", "head, already ordered")])
+        self.assertEqual(env.active_timers(), {"head:0:0": 2.5})
+        shuttle = make_result_shuttle(config, 0, PUT, "OK")
+        head.receive(replica_address(1), shuttle)
+        [sent] = env.take()
+        self.assertEqual(sent.to, client_address(0))
+        self.assertEqual(sent.message, ResultMessage(0, 0, 0, 0, "OK", shuttle.result_proof))
+        self.assertEqual(env.active_timers(), {})
+        env.clock.advance(10)
+        self.assertEqual(env.take(), [])
+
+    def test_head_timer_expires(self) -> None:
+        """Case 3: without a result shuttle, the head timer ends in a reconfiguration request."""
+        head, env = self.ordered_head()
+        head.receive(client_address(0), ClientRequest(PUT))
+        env.clock.advance(2.999)
+        self.assertEqual(env.take(), [])
+        env.clock.advance(0.001)
+        reason = self.assertReconfigurationOnly(head, env)
+        self.assertIn("0:0", reason)
+        self.assertIn("head timeout", reason)
+
+    def test_head_new_forwarded_request(self) -> None:
+        """Case 4: a forwarded request the head has not seen is ordered as new."""
+        head, env = self.replica(0)
+        head.receive(replica_address(1), ForwardedRequest(PUT))
+        self.assertEqual([s.slot for s in env.of_type(Shuttle)], [0])
+        self.assertEqual(self.cases(env), [("0:0", "head, new")])
+
+    def test_head_forwarded_request_cached(self) -> None:
+        """A forwarded request whose result the head holds is answered straight to the client."""
+        head, env = self.ordered_head()
+        head.receive(replica_address(1), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        head.receive(replica_address(2), ForwardedRequest(PUT))
+        [sent] = env.take()
+        self.assertEqual(sent.to, client_address(0))
+        self.assertIsInstance(sent.message, ResultMessage)
+
+    def test_head_forwarded_request_already_ordered(self) -> None:
+        """A forwarded request the head has ordered starts the head timer, not a second slot."""
+        head, env = self.ordered_head()
+        head.receive(replica_address(2), ForwardedRequest(PUT))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(list(env.active_timers()), ["head:0:0"])
+
+    def test_forwarded_request_at_nonhead(self) -> None:
+        """A non-head refuses a forwarded request."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(2), ForwardedRequest(PUT))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(env.active_timers(), {})
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_nonhead_forwards(self) -> None:
+        """Case 5: a non-head forwards the request to the head and starts its non-head timer."""
+        middle, env = self.replica(1, configuration=make_configuration(nonhead_timeout_ms=1500))
+        middle.receive(client_address(0), ClientRequest(PUT))
+        [sent] = env.take()
+        self.assertEqual((sent.to, sent.message), (replica_address(0), ForwardedRequest(PUT)))
+        self.assertEqual(env.active_timers(), {"nonhead:0:0": 1.5})
+        self.assertEqual(self.cases(env), [("0:0", "non-head, forward")])
+
+    def test_nonhead_one_timer_per_request(self) -> None:
+        """Repeated retransmissions forward again but neither stack nor postpone the non-head timer."""
+        middle, env = self.replica(1)
+        middle.receive(client_address(0), ClientRequest(PUT))
+        env.clock.advance(1)
+        middle.receive(client_address(0), ClientRequest(PUT))
+        env.clock.advance(1)
+        middle.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(len(env.take()), 3)
+        self.assertEqual(env.active_timers(), {"nonhead:0:0": 3.0})
+        self.assertEqual(len(env.clock.getDelayedCalls()), 1)
+        env.clock.advance(1)
+        self.assertIn("nonhead timeout", self.assertReconfigurationOnly(middle, env))
+        env.clock.advance(10)
+        self.assertEqual(env.take(), [])
+
+    def test_nonhead_result_shuttle_answers_client(self) -> None:
+        """Case 5: when the result shuttle arrives, the non-head answers the client and stops its timer."""
+        middle, env = self.replica(1)
+        middle.receive(client_address(0), ClientRequest(PUT))
+        middle.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        shuttle = make_result_shuttle(CONFIG, 0, PUT, "OK")
+        middle.receive(replica_address(2), shuttle)
+        sent = env.take()
+        self.assertEqual([s.to for s in sent], [client_address(0), replica_address(0)])
+        self.assertEqual(sent[0].message, ResultMessage(0, 0, 0, 0, "OK", shuttle.result_proof))
+        self.assertEqual(env.active_timers(), {})
+        env.clock.advance(10)
+        self.assertEqual(env.take(), [])
+
+    def test_nonhead_timer_expires(self) -> None:
+        """Case 5: without a result shuttle, the non-head timer ends in a reconfiguration request."""
+        middle, env = self.replica(1)
+        middle.receive(client_address(0), ClientRequest(PUT))
+        env.take()
+        env.clock.advance(3)
+        self.assertIn("0:0", self.assertReconfigurationOnly(middle, env))
+
+    def test_tail_forwards_then_executes(self) -> None:
+        """A tail that forwarded a retransmission stops its timer when it executes the request itself."""
+        tail, env = self.replica(2)
+        tail.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(env.of_type(ForwardedRequest), [ForwardedRequest(PUT)])
+        env.take()
+        tail.receive(replica_address(1), make_shuttle(CONFIG, 0, PUT, "OK", 2))
+        self.assertEqual(len(env.of_type(ResultMessage)), 1)
+        self.assertEqual(env.active_timers(), {})
+        env.take()
+        env.clock.advance(10)
+        self.assertEqual(env.take(), [])
+
+    def test_pending_replica_defers_client_requests(self) -> None:
+        """A spare neither answers nor forwards a client request before it is assigned."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(env.active_timers(), {})
+
+
+class CheckpointTests(ReplicaTestCase):
+    """Checkpoints every checkpt_interval slots, and history truncation (SPEC §8)."""
+
+    def setUp(self) -> None:
+        self.config = make_configuration(checkpt_interval=3)
+        self.chain = Chain(self.config)
+        for env in self.chain.envs:
+            self.watch(env)
+
+    def run_requests(self, seqs: range) -> None:
+        """Client 0 puts k<seq> for each C{seq}, one after the other, to completion."""
+        for seq in seqs:
+            self.chain.submit(client_request(0, seq, "put", f"k{seq}", "v"))
+            self.chain.run()
+
+    def step_until(self, predicate) -> None:
+        """Deliver messages one by one until C{predicate(sender, sent)} holds for one."""
+        while True:
+            step = self.chain.step()
+            self.assertIsNotNone(step, "ran out of messages")
+            assert step is not None
+            if predicate(*step):
+                return
+
+    def checkpoint_messages(self) -> list[object]:
+        """Every checkpoint or completed checkpoint message delivered so far."""
+        return [
+            s.message for _, s in self.chain.delivered
+            if isinstance(s.message, (CheckpointMessage, CompletedCheckpoint))
+        ]
+
+    def test_no_checkpoint_before_checkpoint_slot(self) -> None:
+        """Slots 0 and 1 are not checkpoint slots: nothing is checkpointed or truncated."""
+        self.run_requests(range(2))
+        self.assertEqual(self.checkpoint_messages(), [])
+        for replica in self.chain.replicas:
+            self.assertEqual(sorted(replica.history), [0, 1])
+            self.assertIsNone(replica.checkpoint)
+
+    def test_checkpoint_walk(self) -> None:
+        """The checkpoint of slot 2 starts at the head when its result shuttle is back, walks to the tail and back, truncating everywhere."""
+        chain = self.chain
+        self.run_requests(range(2))
+        head, middle, tail = chain.replicas
+        head_env, middle_env, tail_env = chain.envs
+        chain.submit(client_request(0, 2, "put", "k2", "v"))
+        self.step_until(
+            lambda sender, sent: sent.to == head_env.address
+            and isinstance(sent.message, ResultShuttle)
+        )
+        # The head starts the checkpoint, with the state hash it recorded at slot 2.
+        [sent] = head_env.sent
+        self.assertEqual(sent.to, middle_env.address)
+        self.assertIsInstance(sent.message, CheckpointMessage)
+        expected_hash = crypto.state_hash({"k0": "v", "k1": "v", "k2": "v"})
+        self.assertEqual(sent.message.proof, checkpoint_proof(self.config, 2, expected_hash, [0]))
+        self.assertEqual(sorted(head.history), [0, 1, 2])
+
+        chain.step()
+        [sent] = middle_env.sent
+        self.assertEqual(sent.to, tail_env.address)
+        self.assertEqual(sent.message, CheckpointMessage(checkpoint_proof(self.config, 2, expected_hash, [0, 1])))
+        self.assertEqual(sorted(middle.history), [0, 1, 2])
+
+        chain.step()
+        complete = checkpoint_proof(self.config, 2, expected_hash, [0, 1, 2])
+        [sent] = tail_env.sent
+        self.assertEqual((sent.to, sent.message), (middle_env.address, CompletedCheckpoint(complete)))
+        self.assertEqual(tail.history, {})
+        self.assertEqual(tail.checkpoint, complete)
+
+        chain.step()
+        [sent] = middle_env.sent
+        self.assertEqual((sent.to, sent.message), (head_env.address, CompletedCheckpoint(complete)))
+        self.assertEqual(middle.history, {})
+        self.assertEqual(middle.checkpoint, complete)
+
+        chain.step()
+        self.assertEqual(chain.pending(), [])
+        self.assertEqual(head.history, {})
+        self.assertEqual(head.checkpoint, complete)
+        for env in chain.envs:
+            self.assertEqual(reconfiguration_requests(env), [])
+
+    def test_second_checkpoint(self) -> None:
+        """After slots 0..5 every replica holds the checkpoint of slot 5 and an empty history."""
+        self.run_requests(range(7))
+        slots = [m.proof.slot for m in self.checkpoint_messages() if isinstance(m, CompletedCheckpoint)]
+        self.assertEqual(slots, [2, 2, 5, 5])
+        for replica in self.chain.replicas:
+            self.assertEqual(replica.checkpoint.slot, 5)
+            self.assertEqual(sorted(replica.history), [6])
+        for env in self.chain.envs:
+            completed = [e["slot"] for e in env.events_named("bcr.checkpoint_completed")]
+            self.assertEqual(completed, [2, 5])
+        self.assertEqual(self.chain.outside_of_type(ReconfigurationRequest), [])
+
+    def intercept_completed(self) -> CompletedCheckpoint:
+        """Run to where the tail has sent its completed checkpoint; take it out of the chain."""
+        self.run_requests(range(2))
+        self.chain.submit(client_request(0, 2, "put", "k2", "v"))
+        tail_env = self.chain.envs[2]
+        self.step_until(lambda sender, sent: any(isinstance(s.message, CompletedCheckpoint) for s in tail_env.sent))
+        [sent] = tail_env.take()
+        assert isinstance(sent.message, CompletedCheckpoint)
+        return sent.message
+
+    def test_middle_refuses_incomplete_completed_proof(self) -> None:
+        """A completed proof without its first t+1 statements is refused: no truncation, a reconfiguration request."""
+        completed = self.intercept_completed()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        stripped = CompletedCheckpoint(
+            attrs.evolve(completed.proof, statements=completed.proof.statements[2:])
+        )
+        middle.receive(self.chain.envs[2].address, stripped)
+        self.assertIn("1 statements, 3 required", self.assertReconfigurationOnly(middle, middle_env))
+        self.assertEqual(sorted(middle.history), [0, 1, 2])
+        self.assertIsNone(middle.checkpoint)
+
+    def test_middle_accepts_valid_completed_proof(self) -> None:
+        """A valid completed proof truncates the middle replica's history and goes on to the head."""
+        completed = self.intercept_completed()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        middle.receive(self.chain.envs[2].address, completed)
+        self.assertEqual(middle.history, {})
+        [sent] = middle_env.take()
+        self.assertEqual((sent.to, sent.message), (self.chain.envs[0].address, completed))
+
+    def test_completed_proof_with_wrong_hash(self) -> None:
+        """A completed proof whose statements carry another state hash is refused."""
+        completed = self.intercept_completed()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        wrong = checkpoint_proof(self.config, 2, crypto.state_hash({"a": "a"}), [0, 1, 2])
+        middle.receive(self.chain.envs[2].address, CompletedCheckpoint(wrong))
+        self.assertIn("state hash", self.assertReconfigurationOnly(middle, middle_env))
+        self.assertEqual(sorted(middle.history), [0, 1, 2])
+
+    def intercept_started(self) -> CheckpointMessage:
+        """Run to where the head has started the checkpoint of slot 2; take it out of the chain."""
+        self.run_requests(range(2))
+        self.chain.submit(client_request(0, 2, "put", "k2", "v"))
+        head_env = self.chain.envs[0]
+        self.step_until(lambda sender, sent: any(isinstance(s.message, CheckpointMessage) for s in head_env.sent))
+        [sent] = head_env.take()
+        assert isinstance(sent.message, CheckpointMessage)
+        return sent.message
+
+    def test_checkpoint_statement_hash_differs(self) -> None:
+        """A checkpoint statement whose hash differs from ours brings a reconfiguration request and is not extended."""
+        self.intercept_started()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        wrong = checkpoint_proof(self.config, 2, crypto.state_hash({"a": "a"}), [0])
+        middle.receive(self.chain.envs[0].address, CheckpointMessage(wrong))
+        self.assertIn("state hash", self.assertReconfigurationOnly(middle, middle_env))
+
+    def test_checkpoint_with_too_many_statements(self) -> None:
+        """A checkpoint message at replica 1 must carry exactly one statement."""
+        self.intercept_started()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        state_hash = crypto.state_hash(middle.state)
+        middle.receive(self.chain.envs[0].address, CheckpointMessage(checkpoint_proof(self.config, 2, state_hash, [0, 1])))
+        self.assertIn("2 statements, 1 required", self.assertReconfigurationOnly(middle, middle_env))
+
+
+class SpareTests(ReplicaTestCase):
+    """A replica starts as a PENDING spare and is placed by Olympus's assignment."""
+
+    def test_start_registers(self) -> None:
+        """A starting spare registers its address and public key, sealed with its key."""
+        spare, env = make_spare(CONFIG, 1)
+        spare.start()
+        [sent] = env.take()
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        self.assertEqual(sent.message.signer, "spare")
+        self.assertEqual(
+            open_sealed(sent, replica_key(1)),
+            RegisterReplica(env.address, replica_key(1).verify_key_bytes),
+        )
+        self.assertIs(spare.mode, Mode.PENDING)
+
+    def test_pending_defers_until_assigned(self) -> None:
+        """Data messages reaching a spare wait for its assignment and are then processed in order."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        second = sign_request(1, 0, "append", "k", "w")
+        spare.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        spare.receive(replica_address(0), make_shuttle(CONFIG, 1, second, "OK", 1))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(spare.state, {})
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1)))
+        self.assertIs(spare.mode, Mode.ACTIVE)
+        self.assertEqual([s.slot for s in env.of_type(Shuttle)], [0, 1])
+        self.assertEqual(spare.state, {"k": "vw"})
+
+    def test_assignment_with_failures_refused_without_fault_injection(self) -> None:
+        """An assignment carrying failures is refused by a spare started without fault injection."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        assignment = make_assignment(CONFIG, 1, failures="shuttle(0,0), crash()")
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        self.assertIs(spare.mode, Mode.PENDING)
+        self.assertIsNone(spare.configuration)
+        [refused] = env.events_named("bcr.assignment_refused")
+        self.assertEqual(refused["failures"], "shuttle(0,0), crash()")
+        spare.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        self.assertEqual(env.take(), [])
+
+    def test_assignment_with_failures_accepted_with_fault_injection(self) -> None:
+        """With fault injection on, the failures text goes to the fault plan factory."""
+        made = []
+
+        class Hooks:
+            """Fault hooks that record what they are asked and drop nothing."""
+
+            def received(self, kind, client):
+                made.append((kind, client))
+                return True
+
+        def factory(replica, text):
+            made.append(text)
+            return Hooks()
+
+        spare, env = make_spare(CONFIG, 0, fault_injection=True, faults_factory=factory)
+        assignment = make_assignment(CONFIG, 0, failures="client_request(0,0), drop()")
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        self.assertIs(spare.mode, Mode.ACTIVE)
+        spare.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(made, ["client_request(0,0), drop()", ("client_request", 0)])
+
+    def test_dropped_by_fault_hooks(self) -> None:
+        """A message the fault hooks drop is not processed."""
+
+        class Drop:
+            """Fault hooks that drop every message."""
+
+            def received(self, kind, client):
+                return False
+
+        spare, env = make_spare(CONFIG, 0, fault_injection=True, faults_factory=lambda r, t: Drop())
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 0, failures="client_request(0,0), drop()")))
+        env.take()
+        spare.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(spare.state, {})
+
+    def test_assignment_not_from_olympus(self) -> None:
+        """An assignment sealed with another key than Olympus's is rejected."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1), key=STRANGER_KEY))
+        self.assertIs(spare.mode, Mode.PENDING)
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_second_assignment_ignored(self) -> None:
+        """An active replica ignores another assignment."""
+        replica, env = self.replica(1)
+        other = make_configuration(number=1)
+        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(other, 0)))
+        self.assertEqual((replica.configuration, replica.index), (CONFIG, 1))
+
+    def test_assignment_installs_state(self) -> None:
+        """The assignment's state, first slot and client results are installed."""
+        spare, env = make_spare(CONFIG, 2)
+        assignment = make_assignment(CONFIG, 2, state={"a": "b"}, first_slot=12)
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        self.assertEqual((spare.state, spare.next_slot, spare.last_executed), ({"a": "b"}, 12, 11))
+        self.assertEqual(spare.name, "replica 0.2")
+        self.assertTrue(spare.is_tail)
+
+
+class ShutdownTests(ReplicaTestCase):
+    """Olympus retires a replica: final state, then exit (SPEC §9.7, §12.2)."""
+
+    def test_shutdown(self) -> None:
+        """On shutdown a drained replica seals its final state to Olympus and then exits with status 0."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        replica.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        env.take()
+        env.actions.clear()
+        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        self.assertEqual([kind for kind, _ in env.actions], ["send", "exit"])
+        sent = env.actions[0][1]
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        self.assertEqual(open_sealed(sent, replica_key(1)), FinalState(0, 1, {"k": "v"}, 0))
+        self.assertEqual(env.exits[0][0], 0)
+        self.assertEqual(len(env.events_named("bcr.final_state")), 1)
+
+    def test_shutdown_drains_first(self) -> None:
+        """A replica still owed a result shuttle retires only once it has arrived and been passed on."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        self.assertEqual((env.take(), env.exits), ([], []))
+        self.assertEqual(len(env.events_named("bcr.draining")), 1)
+        replica.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        forwarded, final = env.take()
+        self.assertIsInstance(forwarded.message, ResultShuttle)
+        self.assertEqual(open_sealed(final, replica_key(1)), FinalState(0, 1, {"k": "v"}, 0))
+        self.assertEqual(env.exits[0][0], 0)
+
+    def test_shutdown_drain_deadline(self) -> None:
+        """A replica whose result shuttle never comes retires after one step timeout anyway."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        env.clock.advance(CONFIG.head_timeout_ms / 1000 - 0.001)
+        self.assertEqual(env.exits, [])
+        env.clock.advance(0.001)
+        [final] = env.take()
+        self.assertEqual(open_sealed(final, replica_key(1)), FinalState(0, 1, {"k": "v"}, 0))
+        self.assertEqual(env.exits[0][0], 0)
+        self.assertEqual(len(env.events_named("bcr.drain_timeout")), 1)
+
+    def test_shutdown_for_other_configuration(self) -> None:
+        """A shutdown naming another configuration is ignored."""
+        replica, env = self.replica(1)
+        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(3)))
+        self.assertEqual((env.take(), env.exits), ([], []))
+
+    def test_shutdown_of_spare(self) -> None:
+        """An unassigned spare retired by Olympus exits with status 0 and reports nothing."""
+        spare, env = make_spare(CONFIG, 1)
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(-1)))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(env.exits[0][0], 0)
+
+    def test_shutdown_not_from_olympus(self) -> None:
+        """A shutdown sealed by someone else is rejected."""
+        replica, env = self.replica(1)
+        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0), key=STRANGER_KEY))
+        self.assertEqual(env.exits, [])
+
+
+class SingleReplicaTests(ReplicaTestCase):
+    """With t = 0 one replica is both head and tail."""
+
+    def setUp(self) -> None:
+        self.config = make_configuration(t=0, clients=1, checkpt_interval=2)
+        self.replica_, self.env = self.replica(0, configuration=self.config)
+
+    def test_end_to_end(self) -> None:
+        """Requests are ordered, executed and answered with a one-statement proof, and no shuttles."""
+        replica, env = self.replica_, self.env
+        first = sign_request(0, 0, "put", "movie", "star")
+        second = sign_request(0, 1, "append", "movie", " wars")
+        replica.receive(client_address(0), ClientRequest(first))
+        replica.receive(client_address(0), ClientRequest(second))
+        sent = env.take()
+        self.assertEqual([s.to for s in sent], [client_address(0)] * 2)
+        self.assertEqual(
+            [s.message for s in sent],
+            [
+                ResultMessage(0, 0, 0, 0, "OK", result_proof(self.config, 0, first, "OK", 1)),
+                ResultMessage(0, 1, 0, 1, "OK", result_proof(self.config, 1, second, "OK", 1)),
+            ],
+        )
+        self.assertEqual(replica.state, {"movie": "star wars"})
+        # Slot 1 closes a checkpoint: with one replica it completes at once.
+        self.assertEqual(replica.history, {})
+        self.assertEqual(
+            replica.checkpoint,
+            checkpoint_proof(self.config, 1, crypto.state_hash(replica.state), [0]),
+        )
+        replica.receive(client_address(0), ClientRequest(second))
+        [again] = env.take()
+        self.assertEqual(again.message, sent[1].message)
+        self.assertEqual(self.cases(env), [("0:1", "cached result")])

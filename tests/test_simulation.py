@@ -1,0 +1,338 @@
+"""
+Tests for L{twisted_bcr.simulation}: the example cases of etc/cases run in
+the deterministic in-process cluster and give the results, final state,
+checkpoints and message counts that shared/etc-examples/README.md expects.
+
+The larger cases (stress_10_clients, perform900) take a few seconds each, so
+every (case, seed) is simulated once per test process and shared by the
+tests that look at it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import attrs
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_bcr.config import Case, parse_case, parse_case_text
+from twisted_bcr.simulation import SimulatedCluster, simulate
+
+CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "etc", "cases")
+
+FAILURE_FREE_RESULTS = [
+    ["", "OK", "fail", "hockey", "fail", "OK", "fail", "OK", "OK", "OK"],
+    ["OK", "OK", "star wars"],
+    ["OK", "OK", "luke"],
+]
+FAILURE_FREE_STATE = {
+    "hello": "walkIndia",
+    "moon": "walkIndia",
+    "movie": "star wars",
+    "jedi": "luke",
+}
+CHECKPOINT_RESULTS = ["OK", "star", "OK", "OK", "luke", "OK", "luke warm"]
+CHECKPOINT_STATE = {"movie": "star wars", "jedi": "luke warm"}
+
+
+@attrs.define
+class Run:
+    """One simulated run: its summary, its cluster, and what its nodes logged."""
+
+    case: Case
+    summary: dict[str, Any]
+    cluster: SimulatedCluster
+    #: (simulated time, node, event, message kind, slot) of every log event.
+    events: list[tuple[float, Any, Any, Any, Any]]
+
+    def events_named(self, name: str, node: Optional[str] = None) -> list[tuple[Any, ...]]:
+        """The records of event C{name}, optionally only those of C{node}."""
+        return [e for e in self.events if e[2] == name and (node is None or e[1] == node)]
+
+    def replica_names(self) -> list[str]:
+        """The names of the replicas of configuration 0, in chain order."""
+        return [f"replica 0.{i}" for i in range(2 * self.case.t + 1)]
+
+
+def simulate_case(case: Case, seed: int) -> Run:
+    """Simulate C{case} with C{seed}, recording every log event with its simulated time."""
+    events: list[tuple[float, Any, Any, Any, Any]] = []
+    clusters: list[SimulatedCluster] = []
+
+    def prepare(cluster: SimulatedCluster) -> None:
+        clusters.append(cluster)
+        clock = cluster.network.clock
+
+        def observe(event: dict[str, Any]) -> None:
+            events.append(
+                (clock.seconds(), event.get("node"), event.get("event"),
+                 event.get("message"), event.get("slot"))
+            )
+
+        for node in cluster.network.nodes.values():
+            node.publisher.addObserver(observe)
+
+    summary = simulate(case, seed, prepare=prepare)
+    return Run(case, summary, clusters[0], events)
+
+
+_RUNS: dict[tuple[str, int], Run] = {}
+
+
+def run_file(name: str, seed: int = 0) -> Run:
+    """The run of etc/cases/C{name}.txt with C{seed}, simulated once per process."""
+    key = (name, seed)
+    if key not in _RUNS:
+        _RUNS[key] = simulate_case(parse_case(os.path.join(CASES, f"{name}.txt")), seed)
+    return _RUNS[key]
+
+
+class CaseTestsMixin:
+    """Checks every failure-free example case must pass."""
+
+    name: str
+    replicas: int
+
+    def simulated(self) -> Run:
+        """This case simulated with seed 0."""
+        return run_file(self.name)
+
+    def test_passes(self) -> None:
+        """The run passes with no errors, one configuration and agreeing replicas."""
+        summary = self.simulated().summary
+        self.assertEqual(summary["errors"], [])  # type: ignore[attr-defined]
+        self.assertTrue(summary["ok"])  # type: ignore[attr-defined]
+        self.assertEqual(summary["configurations"], 1)  # type: ignore[attr-defined]
+        self.assertEqual(summary["reconfigurations"], [])  # type: ignore[attr-defined]
+        self.assertTrue(summary["replicas_agree"])  # type: ignore[attr-defined]
+        self.assertTrue(summary["linearizable"])  # type: ignore[attr-defined]
+
+    def test_no_retransmissions(self) -> None:
+        """No client retransmitted and no replica handled a retransmission or asked to reconfigure."""
+        run = self.simulated()
+        self.assertEqual(  # type: ignore[attr-defined]
+            [c["retransmissions"] for c in run.summary["clients"]],
+            [0] * run.case.num_client,
+        )
+        self.assertEqual(run.events_named("bcr.retransmission"), [])  # type: ignore[attr-defined]
+        self.assertEqual(run.events_named("bcr.reconfiguration_request"), [])  # type: ignore[attr-defined]
+        self.assertEqual(run.events_named("bcr.rejected"), [])  # type: ignore[attr-defined]
+
+    def test_every_replica_retired(self) -> None:
+        """Every replica reported its final state and exited with status 0."""
+        run = self.simulated()
+        self.assertEqual(  # type: ignore[attr-defined]
+            [r.mode.value for r in run.cluster.replicas], ["active"] * self.replicas
+        )
+        statuses = [run.cluster.network.nodes[f"spare-{n}"].exit_status for n in range(self.replicas)]
+        self.assertEqual(statuses, [0] * self.replicas)  # type: ignore[attr-defined]
+        self.assertEqual(  # type: ignore[attr-defined]
+            len(run.events_named("bcr.final_state")), 2 * self.replicas
+        )
+
+
+class FailureFreeTests(CaseTestsMixin, SynchronousTestCase):
+    """etc/cases/failure_free.txt: t = 1, three clients, no failures."""
+
+    name = "failure_free"
+    replicas = 3
+
+    def test_results(self) -> None:
+        """Each client accepted the results of SPEC §12.1 and of its explicit workload."""
+        summary = self.simulated().summary
+        self.assertEqual([c["results"] for c in summary["clients"]], FAILURE_FREE_RESULTS)
+        self.assertEqual([c["valid"] for c in summary["clients"]], [True] * 3)
+        self.assertEqual(summary["requests"], 16)
+
+    def test_final_state(self) -> None:
+        """The replicas end with the dictionary every workload leads to."""
+        self.assertEqual(self.simulated().summary["final_state"], FAILURE_FREE_STATE)
+
+    def test_one_checkpoint(self) -> None:
+        """Sixteen slots with checkpt_interval 10 give one checkpoint, at slot 9, on every replica."""
+        run = self.simulated()
+        for name in run.replica_names():
+            self.assertEqual([e[4] for e in run.events_named("bcr.checkpoint_completed", name)], [9])
+
+
+class CheckpointCaseTests(CaseTestsMixin, SynchronousTestCase):
+    """etc/cases/checkpoint.txt: checkpoints every 3 slots."""
+
+    name = "checkpoint"
+    replicas = 3
+
+    def test_results(self) -> None:
+        """The client accepted the expected seven results."""
+        [client] = self.simulated().summary["clients"]
+        self.assertEqual(client["results"], CHECKPOINT_RESULTS)
+        self.assertEqual(client["slots"], list(range(7)))
+
+    def test_final_state(self) -> None:
+        """The replicas end with the expected dictionary."""
+        self.assertEqual(self.simulated().summary["final_state"], CHECKPOINT_STATE)
+
+    def test_checkpoints(self) -> None:
+        """Checkpoints completed after slots 2 and 5 at every replica, truncating every history."""
+        run = self.simulated()
+        for name in run.replica_names():
+            self.assertEqual(
+                [e[4] for e in run.events_named("bcr.checkpoint_completed", name)], [2, 5]
+            )
+        for replica in run.cluster.replicas:
+            self.assertEqual(replica.checkpoint.slot, 5)
+            self.assertEqual(len(replica.checkpoint.statements), 3)
+            self.assertEqual(sorted(replica.history), [6])
+            self.assertEqual(replica.last_executed, 6)
+        started = run.events_named("bcr.checkpoint_start")
+        self.assertEqual([(e[1], e[4]) for e in started], [("replica 0.0", 2), ("replica 0.0", 5)])
+
+
+class StressTests(CaseTestsMixin, SynchronousTestCase):
+    """etc/cases/stress_10_clients.txt: t = 2, ten pseudorandom clients of 100 requests."""
+
+    name = "stress_10_clients"
+    replicas = 5
+
+    def test_results(self) -> None:
+        """All 1000 requests were accepted over slots 0..999 and every client's results replay."""
+        summary = self.simulated().summary
+        self.assertEqual(summary["requests"], 1000)
+        self.assertEqual([c["accepted"] for c in summary["clients"]], [100] * 10)
+        self.assertEqual([c["valid"] for c in summary["clients"]], [True] * 10)
+        slots = sorted(s for c in summary["clients"] for s in c["slots"])
+        self.assertEqual(slots, list(range(1000)))
+
+    def test_twenty_checkpoints(self) -> None:
+        """Every replica completed the 20 checkpoints of slots 49, 99, ..., 999."""
+        run = self.simulated()
+        expected = list(range(49, 1000, 50))
+        self.assertEqual(len(expected), 20)
+        for name in run.replica_names():
+            self.assertEqual(
+                [e[4] for e in run.events_named("bcr.checkpoint_completed", name)], expected
+            )
+
+
+class Perform900Tests(CaseTestsMixin, SynchronousTestCase):
+    """etc/cases/perform900.txt: the course's performance test (SPEC §14)."""
+
+    name = "perform900"
+    replicas = 5
+
+    def test_tail_sends_900_result_messages(self) -> None:
+        """The tail logged exactly 900 result_message sends, one per request."""
+        run = self.simulated()
+        sends = [
+            e for e in run.events_named("bcr.send", "replica 0.4") if e[3] == "result_message"
+        ]
+        self.assertEqual(len(sends), 900)
+        self.assertEqual(sorted(e[4] for e in sends), list(range(900)))
+        others = [
+            e for e in run.events_named("bcr.send")
+            if e[3] == "result_message" and e[1] != "replica 0.4"
+        ]
+        self.assertEqual(others, [])
+
+    def test_results(self) -> None:
+        """Every client accepted its 300 results."""
+        summary = self.simulated().summary
+        self.assertEqual([c["accepted"] for c in summary["clients"]], [300] * 3)
+        self.assertEqual(summary["requests"], 900)
+
+
+class SingleReplicaTests(SynchronousTestCase):
+    """With t = 0 a single replica serves a whole run."""
+
+    def test_t_zero(self) -> None:
+        """A case with t = 0 passes end to end, with checkpoints."""
+        case = parse_case_text(
+            "t = 0\nnum_client = 1\ncheckpt_interval = 2\n"
+            "workload[0] = put('movie','star'); append('movie',' wars'); get('movie')\n",
+            "t_zero.txt",
+        )
+        run = simulate_case(case, 0)
+        self.assertEqual(run.summary["errors"], [])
+        self.assertEqual(run.summary["clients"][0]["results"], ["OK", "OK", "star wars"])
+        self.assertEqual(run.summary["final_state"], {"movie": "star wars"})
+        self.assertEqual([e[4] for e in run.events_named("bcr.checkpoint_completed")], [1])
+        [replica] = run.cluster.replicas
+        self.assertEqual(sorted(replica.history), [2])
+
+
+class DeterminismTests(SynchronousTestCase):
+    """The same seed gives the same run; another seed another interleaving, same results."""
+
+    def test_same_seed_same_run(self) -> None:
+        """Two runs with the same seed give identical summaries and identical event sequences."""
+        case = parse_case(os.path.join(CASES, "failure_free.txt"))
+        first = simulate_case(case, 7)
+        second = simulate_case(case, 7)
+        self.assertEqual(first.summary, second.summary)
+        self.assertEqual(first.events, second.events)
+
+    def test_seeds_change_interleaving_not_results(self) -> None:
+        """Different seeds order the three clients' requests differently but every client gets the same results."""
+        runs = [run_file("failure_free", seed) for seed in (0, 1, 2)]
+        slots = [[c["slots"] for c in run.summary["clients"]] for run in runs]
+        self.assertEqual(len({repr(s) for s in slots}), 3)
+        for run in runs:
+            self.assertTrue(run.summary["ok"])
+            self.assertEqual([c["results"] for c in run.summary["clients"]], FAILURE_FREE_RESULTS)
+            self.assertEqual(run.summary["final_state"], FAILURE_FREE_STATE)
+
+    def test_single_client_seeds(self) -> None:
+        """For a single-client case, different seeds give different event timings and the same results and final state."""
+        runs = [run_file("checkpoint", seed) for seed in (0, 1)]
+        self.assertNotEqual(runs[0].events, runs[1].events)
+        self.assertNotEqual(runs[0].summary["latency_ms"], runs[1].summary["latency_ms"])
+        for run in runs:
+            self.assertEqual(run.summary["errors"], [])
+            self.assertEqual(run.summary["clients"][0]["results"], CHECKPOINT_RESULTS)
+            self.assertEqual(run.summary["final_state"], CHECKPOINT_STATE)
+
+
+class RetransmissionSimulationTests(SynchronousTestCase):
+    """Client retransmissions (SPEC §6) end to end, on the checkpoint case."""
+
+    def case(self, client_timeout: int, nonhead_timeout: int = 3000) -> Case:
+        """etc/cases/checkpoint.txt with other client and non-head timeouts."""
+        with open(os.path.join(CASES, "checkpoint.txt"), encoding="utf-8") as f:
+            text = f.read()
+        text = text.replace("client_timeout = 10000", f"client_timeout = {client_timeout}")
+        text = text.replace("nonhead_timeout = 3000", f"nonhead_timeout = {nonhead_timeout}")
+        return parse_case_text(text, "checkpoint_retransmissions.txt")
+
+    def test_client_cut_off_from_head(self) -> None:
+        """With the client unable to reach the head, every request gets through by forwarding, without a reconfiguration request."""
+        events: list[tuple[Any, ...]] = []
+
+        def prepare(cluster: SimulatedCluster) -> None:
+            def cut() -> None:
+                head = cluster.olympus.configuration.replicas[0].address
+                cluster.network.partition(["client-0"], [head])
+
+            # After configuration 0 is set up, before the first request arrives.
+            cluster.network.clock.callLater(0.0005, cut)
+            for node in cluster.network.nodes.values():
+                node.publisher.addObserver(
+                    lambda e: events.append((e.get("node"), e.get("event"), e.get("case")))
+                )
+
+        summary = simulate(self.case(500, nonhead_timeout=1000), 0, prepare=prepare)
+        self.assertEqual(summary["errors"], [])
+        self.assertEqual(summary["clients"][0]["results"], CHECKPOINT_RESULTS)
+        self.assertEqual(summary["clients"][0]["retransmissions"], 7)
+        self.assertEqual(summary["configurations"], 1)
+        cases = {e[2] for e in events if e[1] == "bcr.retransmission"}
+        self.assertEqual(cases, {"non-head, forward", "head, new", "head, already ordered"})
+        self.assertEqual([e for e in events if e[1] == "bcr.reconfiguration_request"], [])
+
+    def test_tiny_client_timeout(self) -> None:
+        """A 1 ms client timeout causes retransmissions but still one configuration and the right results."""
+        run = simulate_case(self.case(1), 0)
+        self.assertEqual(run.summary["errors"], [])
+        self.assertEqual(run.summary["clients"][0]["results"], CHECKPOINT_RESULTS)
+        self.assertGreater(run.summary["clients"][0]["retransmissions"], 0)
+        self.assertEqual(run.summary["configurations"], 1)
+        self.assertEqual(run.events_named("bcr.reconfiguration_request"), [])

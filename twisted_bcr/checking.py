@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.test_checking -*-
+"""
+End-of-run validation (SPEC §12.2) and the summary JSON (DESIGN §4).
+
+Three checks, each independent of how the run was executed:
+
+ - per client: every request was accepted, and replaying the client's own
+   workload alone gives the same results (meaningful only for clients whose
+   keys nobody else touches, so it is reported but does not fail a run);
+ - across clients: all accepted (slot, request, result) merged in slot order
+   and replayed on one dictionary must reproduce every accepted result, each
+   client's slots must increase with its requests, and the replay's final
+   dictionary must equal the replicas' final dictionary;
+ - agreement: every replica of the last configuration reports the same
+   final dictionary.
+
+The summary's C{ok} is true exactly when C{errors} is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Optional, Sequence
+
+from twisted_bcr.config import Case
+from twisted_bcr.core.client import ClientOutcome
+from twisted_bcr.dictionary import apply_operation
+from twisted_bcr.messages import RunReport
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def replay_alone(operations: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """A client's workload replayed on a fresh dictionary of its own."""
+    state: dict[str, str] = {}
+    return [apply_operation(state, name, args) for name, args in operations]
+
+
+def replay_in_slot_order(
+    outcomes: Sequence[ClientOutcome], errors: list[str]
+) -> Optional[dict[str, str]]:
+    """
+    Merge every accepted result in slot order, replay, and record in
+    C{errors} each result the replay contradicts.  Returns the replay's final
+    dictionary, or C{None} when the slots cannot be replayed (duplicates or
+    holes, which only a reconfiguration may explain).
+    """
+    by_slot: dict[int, tuple[int, int]] = {}
+    for outcome in outcomes:
+        previous = -1
+        for seq, slot in enumerate(outcome.slots):
+            if slot in by_slot:
+                other = by_slot[slot]
+                errors.append(
+                    f"slot {slot} accepted by both {other[0]}:{other[1]} and "
+                    f"{outcome.index}:{seq}"
+                )
+                return None
+            if slot <= previous:
+                errors.append(
+                    f"client {outcome.index}: request {seq} got slot {slot}, "
+                    f"not after its previous request's slot {previous}"
+                )
+            previous = slot
+            by_slot[slot] = (outcome.index, seq)
+    slots = sorted(by_slot)
+    if slots and slots != list(range(slots[0], slots[0] + len(slots))):
+        missing = sorted(set(range(slots[0], slots[-1] + 1)) - set(slots))
+        errors.append(f"accepted results leave slots {missing[:10]} unaccounted for")
+        return None
+    outcome_by_index = {o.index: o for o in outcomes}
+    state: dict[str, str] = {}
+    for slot in slots:
+        client, seq = by_slot[slot]
+        outcome = outcome_by_index[client]
+        name, args = outcome.operations[seq]
+        expected = apply_operation(state, name, args)
+        if outcome.results[seq] != expected:
+            errors.append(
+                f"client {client} request {seq} at slot {slot}: accepted "
+                f"{outcome.results[seq]!r}, slot-order replay gives {expected!r}"
+            )
+    return state
+
+
+def build_summary(
+    case: Case,
+    mode: str,
+    outcomes: Sequence[ClientOutcome],
+    report: Optional[RunReport],
+    elapsed_s: float,
+    errors: Sequence[str],
+    faults_fired: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The summary JSON of DESIGN §4 for one finished (or abandoned) run."""
+    errors = list(errors)
+    outcomes = sorted(outcomes, key=lambda o: o.index)
+    clients = []
+    for outcome in outcomes:
+        requested = len(outcome.operations)
+        if outcome.accepted != requested:
+            errors.append(
+                f"client {outcome.index} accepted {outcome.accepted} of "
+                f"{requested} requests"
+            )
+        clients.append(
+            {
+                "index": outcome.index,
+                "requests": requested,
+                "accepted": outcome.accepted,
+                "results": list(outcome.results),
+                "slots": list(outcome.slots),
+                "retransmissions": outcome.retransmissions,
+                "isolated_replay_matches": (
+                    replay_alone(outcome.operations)[: outcome.accepted]
+                    == outcome.results
+                ),
+            }
+        )
+    if len(outcomes) != case.num_client:
+        errors.append(f"{len(outcomes)} of {case.num_client} clients reported")
+
+    replay_errors: list[str] = []
+    replayed = replay_in_slot_order(outcomes, replay_errors)
+    errors.extend(replay_errors)
+    bad_clients = {
+        # "client 3 request ..." and "client 3: request ...".
+        int(e.split()[1].rstrip(":")) for e in replay_errors if e.startswith("client ")
+    }
+    for entry in clients:
+        entry["valid"] = (
+            entry["accepted"] == entry["requests"]
+            and replayed is not None
+            and entry["index"] not in bad_clients
+        )
+
+    final_state: Optional[dict[str, str]] = None
+    replicas_agree = False
+    reconfigurations: list[Any] = []
+    configurations = 0
+    if report is None:
+        errors.append("no run report from Olympus")
+    else:
+        errors.extend(f"olympus: {e}" for e in report.errors)
+        reconfigurations = json.loads(report.reconfigurations_json)
+        configurations = report.configuration + 1
+        states = [dict(f.state) for f in report.final_states]
+        if not states:
+            errors.append("no replica reported a final dictionary")
+        else:
+            final_state = states[0]
+            replicas_agree = all(s == final_state for s in states[1:])
+            if not replicas_agree:
+                differing = [
+                    f.index for f in report.final_states if dict(f.state) != final_state
+                ]
+                errors.append(
+                    f"replicas {differing} of configuration {report.configuration} "
+                    f"disagree with replica {report.final_states[0].index}"
+                )
+            if replayed is not None and final_state != replayed:
+                errors.append(
+                    "the replicas' final dictionary differs from the slot-order "
+                    "replay of the accepted results"
+                )
+
+    latencies = sorted(l * 1000 for o in outcomes for l in o.latencies_s)
+    requests = sum(o.accepted for o in outcomes)
+    return {
+        "case": case.name,
+        "mode": mode,
+        "ok": not errors,
+        "elapsed_s": round(elapsed_s, 4),
+        "requests": requests,
+        "throughput_ops_s": round(requests / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 0.50), 3),
+            "p90": round(percentile(latencies, 0.90), 3),
+            "p99": round(percentile(latencies, 0.99), 3),
+            "max": round(latencies[-1], 3) if latencies else 0.0,
+        },
+        "configurations": configurations,
+        "reconfigurations": reconfigurations,
+        "faults_fired": list(faults_fired),
+        "clients": clients,
+        "final_state": final_state,
+        "replicas_agree": replicas_agree,
+        "linearizable": replayed is not None and not replay_errors,
+        "errors": errors,
+    }

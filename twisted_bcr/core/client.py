@@ -1,0 +1,323 @@
+# -*- test-case-name: tests.test_core_client -*-
+"""
+The client state machine (SPEC §2.3, §5 steps 1 and 6, §6.1): pure.
+
+A client registers its address and key with Olympus, receives the current
+configuration, and runs its workload one request at a time.  It accepts a
+result only when at least t+1 result statements, each validly signed by the
+replica at its chain position, name its request and the hash of the result.
+On a timeout it asks Olympus for the configuration and either resends to a
+new head or retransmits to every replica.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from attrs import define, field
+
+from twisted_bcr import codec, crypto
+from twisted_bcr.core.common import (
+    OLYMPUS,
+    client_name,
+    count_matching_results,
+    replica_keys,
+    unseal,
+)
+from twisted_bcr.dictionary import apply_operation
+from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.messages import (
+    ClientRequest,
+    Configuration,
+    ConfigurationReply,
+    ErrorMessage,
+    GetConfiguration,
+    Operation,
+    RegisterClient,
+    Request,
+    ResultMessage,
+    ResultStatement,
+    Sealed,
+    Signed,
+)
+
+#: The shortest wait between two retransmissions, however small the
+#: configured client timeout (SPEC §6.1 allows timeouts of 0 or 1 ms).
+MINIMUM_TIMEOUT_S = 0.001
+
+_REQUEST_TIMER = "request"
+_REGISTRATION_TIMER = "registration"
+
+
+@define
+class ClientOutcome:
+    """What one client saw: accepted results in workload order, and timing."""
+
+    index: int
+    operations: list[tuple[str, tuple[str, ...]]]
+    results: list[str] = field(factory=list)
+    slots: list[int] = field(factory=list)
+    latencies_s: list[float] = field(factory=list)
+    configurations_seen: list[int] = field(factory=list)
+    retransmissions: int = 0
+    finished: bool = False
+
+    @property
+    def accepted(self) -> int:
+        return len(self.results)
+
+
+class Client:
+    """One client running one workload."""
+
+    def __init__(
+        self,
+        env: IEnvironment,
+        index: int,
+        operations: list[tuple[str, tuple[str, ...]]],
+        key: crypto.KeyPair,
+        olympus_address: str,
+        olympus_key: bytes,
+        timeout_ms: int,
+        on_finished: Callable[[ClientOutcome], None],
+        verifier: Optional[crypto.Verifier] = None,
+    ) -> None:
+        self._env = env
+        self._log = env.log
+        self.index = index
+        self.name = client_name(index)
+        self._key = key
+        self._olympus_address = olympus_address
+        self._olympus_key = olympus_key
+        self._timeout_s = max(timeout_ms / 1000, MINIMUM_TIMEOUT_S)
+        self._on_finished = on_finished
+        self._verifier = verifier or crypto.Verifier()
+        self.outcome = ClientOutcome(index, list(operations))
+        self._configurations: dict[int, Configuration] = {}
+        self.configuration: Optional[Configuration] = None
+        self._model: dict[str, str] = {}
+        self._signed_request: Optional[Signed] = None
+        self._sent_at = 0.0
+        self._awaiting_configuration = False
+
+    # ------------------------------------------------------------------
+    # IMachine
+
+    def start(self) -> None:
+        """Register with Olympus; the reply carries the configuration."""
+        self._log.info(
+            "{name} starting with {count} requests",
+            name=self.name, count=len(self.outcome.operations),
+            event="bcr.start", node=self.name,
+            verify_key=self._key.verify_key_bytes.hex(),
+        )
+        self._register()
+
+    def receive(self, sender: str, message: object) -> None:
+        """Dispatch one wire message."""
+        if isinstance(message, ResultMessage):
+            self._on_result(sender, message)
+        elif isinstance(message, Sealed):
+            self._on_sealed(sender, message)
+        elif isinstance(message, ErrorMessage):
+            self._on_error(sender, message)
+        else:
+            self._reject(sender, f"unexpected {type(message).__name__}")
+
+    def timer_expired(self, key: str) -> None:
+        """Retry registration, or handle a request timeout (§6.1)."""
+        if key == _REGISTRATION_TIMER:
+            self._register()
+        elif key == _REQUEST_TIMER and self._signed_request is not None:
+            self._log.info(
+                "{name} timed out waiting for {request_id}; asking Olympus "
+                "for the configuration",
+                name=self.name, request_id=self._request_id(),
+                event="bcr.client_timeout", node=self.name,
+            )
+            self._ask_configuration()
+            self._env.start_timer(_REQUEST_TIMER, self._timeout_s)
+
+    # ------------------------------------------------------------------
+
+    def _reject(self, sender: str, reason: str) -> None:
+        self._log.warn(
+            "{name} rejected input from {peer}: {reason}",
+            name=self.name, peer=sender, reason=reason,
+            event="bcr.rejected", node=self.name,
+        )
+
+    def _seal(self, message: object) -> Sealed:
+        return crypto.seal(self._key, self._env.address, self.name, message)
+
+    def _register(self) -> None:
+        registration = RegisterClient(
+            self.index, self._env.address, self._key.verify_key_bytes
+        )
+        self._env.send(self._olympus_address, self._seal(registration))
+        self._env.start_timer(_REGISTRATION_TIMER, max(self._timeout_s, 1.0))
+
+    def _ask_configuration(self) -> None:
+        self._awaiting_configuration = True
+        self._env.send(self._olympus_address, self._seal(GetConfiguration(self.index)))
+
+    def _on_sealed(self, sender: str, sealed: Sealed) -> None:
+        if sealed.signer != OLYMPUS:
+            self._reject(sender, f"sealed message from {sealed.signer!r}")
+            return
+        try:
+            inner = unseal(self._verifier, sealed, self._olympus_key)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            self._reject(sender, f"bad Olympus envelope: {e}")
+            return
+        if isinstance(inner, ConfigurationReply):
+            self._on_configuration(inner.configuration)
+        else:
+            self._reject(sender, f"unexpected {type(inner).__name__} from Olympus")
+
+    def _on_configuration(self, configuration: Configuration) -> None:
+        self._env.cancel_timer(_REGISTRATION_TIMER)
+        previous = self.configuration
+        self._configurations[configuration.number] = configuration
+        changed = previous is None or configuration.number > previous.number
+        if changed:
+            self.configuration = configuration
+            self.outcome.configurations_seen.append(configuration.number)
+            self._log.info(
+                "{name} uses configuration {number}: {replicas}",
+                name=self.name, number=configuration.number,
+                replicas=[r.address for r in configuration.replicas],
+                event="bcr.configuration", node=self.name,
+            )
+        awaiting, self._awaiting_configuration = self._awaiting_configuration, False
+        if self._signed_request is None:
+            if previous is None:
+                self._send_next()
+            return
+        if not awaiting:
+            return
+        if changed:
+            self._send_to_head()
+        else:
+            self._retransmit()
+
+    def _on_error(self, sender: str, error: ErrorMessage) -> None:
+        self._log.info(
+            "{name} got error {reason!r} for {client}:{seq} from {peer}",
+            name=self.name, reason=error.reason, client=error.client, seq=error.seq,
+            peer=sender, event="bcr.error", node=self.name,
+        )
+        # An error is a sign that reconfiguration is under way (§6.1).
+        if self._signed_request is not None and not self._awaiting_configuration:
+            self._ask_configuration()
+
+    # ------------------------------------------------------------------
+    # Requests and results
+
+    def _request_id(self) -> str:
+        return f"{self.index}:{self.outcome.accepted}"
+
+    def _send_next(self) -> None:
+        seq = self.outcome.accepted
+        if seq >= len(self.outcome.operations):
+            self._finish()
+            return
+        name, args = self.outcome.operations[seq]
+        request = Request(self.index, seq, Operation(name, args))
+        self._signed_request = crypto.sign(self._key, request)
+        self._sent_at = self._env.now()
+        self._send_to_head()
+
+    def _send_to_head(self) -> None:
+        assert self.configuration is not None and self._signed_request is not None
+        name, args = self.outcome.operations[self.outcome.accepted]
+        head = self.configuration.replicas[0].address
+        self._log.info(
+            "{name} sends request {request_id} {operation} to the head of "
+            "configuration {configuration}",
+            name=self.name, request_id=self._request_id(),
+            operation=str(Operation(name, args)),
+            configuration=self.configuration.number,
+            event="bcr.request", node=self.name,
+        )
+        self._env.send(head, ClientRequest(self._signed_request))
+        self._env.start_timer(_REQUEST_TIMER, self._timeout_s)
+
+    def _retransmit(self) -> None:
+        assert self.configuration is not None and self._signed_request is not None
+        self.outcome.retransmissions += 1
+        self._log.info(
+            "{name} retransmits {request_id} to all {count} replicas of "
+            "configuration {configuration}",
+            name=self.name, request_id=self._request_id(),
+            count=len(self.configuration.replicas),
+            configuration=self.configuration.number,
+            event="bcr.retransmit", node=self.name,
+        )
+        message = ClientRequest(self._signed_request)
+        for replica in self.configuration.replicas:
+            self._env.send(replica.address, message)
+
+    def _on_result(self, sender: str, message: ResultMessage) -> None:
+        seq = self.outcome.accepted
+        if (
+            self._signed_request is None
+            or message.client != self.index
+            or message.seq != seq
+        ):
+            self._log.info(
+                "{name} ignores a duplicate or late result for {client}:{seq}",
+                name=self.name, client=message.client, seq=message.seq,
+                event="bcr.duplicate_result", node=self.name,
+            )
+            return
+        configuration = self._configurations.get(message.configuration)
+        if configuration is None:
+            self._reject(sender, f"result from unknown configuration {message.configuration}")
+            return
+        name, args = self.outcome.operations[seq]
+        expected = ResultStatement(
+            message.configuration, message.slot, self.index, seq,
+            Operation(name, args), crypto.result_hash(message.result),
+        )
+        matching, problems = count_matching_results(
+            self._verifier, message.result_proof, replica_keys(configuration), expected
+        )
+        if matching < configuration.t + 1:
+            self._reject(
+                sender,
+                f"result for {self._request_id()} has {matching} matching "
+                f"statements, {configuration.t + 1} needed: {problems}",
+            )
+            return
+        self._accept(message, problems)
+
+    def _accept(self, message: ResultMessage, problems: list[str]) -> None:
+        seq = self.outcome.accepted
+        name, args = self.outcome.operations[seq]
+        latency = self._env.now() - self._sent_at
+        expected_by_model = apply_operation(self._model, name, args)
+        self._env.cancel_timer(_REQUEST_TIMER)
+        self._signed_request = None
+        self.outcome.results.append(message.result)
+        self.outcome.slots.append(message.slot)
+        self.outcome.latencies_s.append(latency)
+        self._log.info(
+            "{name} accepted {request_id} slot {slot}: {result!r} "
+            "({ms:.1f} ms){problems}",
+            name=self.name, request_id=f"{self.index}:{seq}", slot=message.slot,
+            result=message.result, ms=latency * 1000,
+            problems=f"; ignored {problems}" if problems else "",
+            local_model_result=expected_by_model,
+            event="bcr.accept", node=self.name,
+        )
+        self._send_next()
+
+    def _finish(self) -> None:
+        self.outcome.finished = True
+        self._log.info(
+            "{name} finished: {count} results {results!r}",
+            name=self.name, count=self.outcome.accepted, results=self.outcome.results,
+            event="bcr.client_done", node=self.name,
+        )
+        self._on_finished(self.outcome)

@@ -1,0 +1,166 @@
+# -*- test-case-name: tests.test_core_replica -*-
+"""
+Small pieces shared by the core machines: replica modes, seal/unseal of
+control messages, and proof checks that replicas, clients and Olympus all
+make the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional, Sequence, TypeVar
+
+from twisted_bcr import codec, crypto
+from twisted_bcr.messages import (
+    CheckpointProof,
+    CheckpointStatement,
+    Configuration,
+    Request,
+    ResultStatement,
+    Sealed,
+    Signed,
+)
+
+T = TypeVar("T")
+
+#: The signer name Olympus uses on everything it seals.
+OLYMPUS = "olympus"
+
+
+class Mode(enum.Enum):
+    """A replica's mode (SPEC §2.2)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    IMMUTABLE = "immutable"
+
+
+def replica_name(configuration: int, index: int) -> str:
+    """The name a replica uses in logs and as a signer: C{replica 0.2}."""
+    return f"replica {configuration}.{index}"
+
+
+def client_name(index: int) -> str:
+    """The name a client uses in logs and as a signer: C{client 3}."""
+    return f"client {index}"
+
+
+def is_checkpoint_slot(slot: int, interval: int) -> bool:
+    """SPEC §8: slot C{s} closes a checkpoint when C{(s + 1) % interval == 0}."""
+    return interval > 0 and (slot + 1) % interval == 0
+
+
+def decode_request(signed: Signed) -> Request:
+    """Decode a signed request's body without checking the signature yet."""
+    request = codec.decode(signed.body, Request)
+    assert isinstance(request, Request)
+    return request
+
+
+def check_request(
+    verifier: crypto.Verifier, signed: Signed, client_keys: dict[int, bytes]
+) -> Request:
+    """
+    The request inside C{signed}, after checking it is signed by the client
+    it names.  Raises L{crypto.BadSignature} or L{codec.BadMessage}.
+    """
+    request = decode_request(signed)
+    key = client_keys.get(request.client)
+    if key is None:
+        raise crypto.BadSignature(f"request from unknown client {request.client}")
+    verified = verifier.verify(signed, key, Request)
+    assert isinstance(verified, Request)
+    return verified
+
+
+class ProofError(Exception):
+    """A proof is malformed, badly signed, or contradicts what it should show."""
+
+
+def check_statements(
+    verifier: crypto.Verifier,
+    statements: Sequence[Signed],
+    keys: Sequence[bytes],
+    expected_type: type[T],
+) -> list[T]:
+    """
+    Verify C{statements[j]} with C{keys[j]} (chain position order) and return
+    the decoded statements.  Raises L{ProofError} naming the first bad one.
+    """
+    if len(statements) > len(keys):
+        raise ProofError(f"{len(statements)} statements for {len(keys)} replicas")
+    decoded = []
+    for position, (signed, key) in enumerate(zip(statements, keys)):
+        try:
+            statement = verifier.verify(signed, key, expected_type)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            raise ProofError(f"statement {position}: {e}") from None
+        decoded.append(statement)
+    return decoded  # type: ignore[return-value]
+
+
+def count_matching_results(
+    verifier: crypto.Verifier,
+    statements: Sequence[Signed],
+    keys: Sequence[bytes],
+    expected: ResultStatement,
+) -> tuple[int, list[str]]:
+    """
+    For a client: how many of C{statements} are validly signed by the replica
+    at their position and equal C{expected}; and a list of what was wrong with
+    the others (for the log).  Invalid signatures only reduce the count.
+    """
+    matching = 0
+    problems: list[str] = []
+    for position, signed in enumerate(statements[: len(keys)]):
+        try:
+            statement = verifier.verify(signed, keys[position], ResultStatement)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            problems.append(f"statement {position}: {e}")
+            continue
+        if statement == expected:
+            matching += 1
+        else:
+            problems.append(f"statement {position} contradicts the result")
+    return matching, problems
+
+
+def check_checkpoint_proof(
+    verifier: crypto.Verifier,
+    proof: CheckpointProof,
+    keys: Sequence[bytes],
+    required: int,
+    state_hash: Optional[bytes],
+) -> None:
+    """
+    Check that C{proof} holds exactly C{required} validly signed statements
+    from chain positions C{0..required-1}, all for its slot and configuration
+    and, if C{state_hash} is given, all carrying it.  Raises L{ProofError}.
+    """
+    if len(proof.statements) != required:
+        raise ProofError(
+            f"checkpoint proof for slot {proof.slot} has "
+            f"{len(proof.statements)} statements, {required} required"
+        )
+    for position, statement in enumerate(
+        check_statements(verifier, proof.statements, keys, CheckpointStatement)
+    ):
+        if statement.slot != proof.slot or statement.configuration != proof.configuration:
+            raise ProofError(f"checkpoint statement {position} names another slot")
+        if state_hash is not None and statement.state_hash != state_hash:
+            raise ProofError(
+                f"checkpoint statement {position} carries state hash "
+                f"{statement.state_hash.hex()[:16]}, ours is {state_hash.hex()[:16]}"
+            )
+
+
+def unseal(
+    verifier: crypto.Verifier, sealed: Sealed, verify_key: bytes
+) -> object:
+    """Open a L{Sealed} control message; raises BadSignature or BadMessage."""
+    return verifier.open_sealed(sealed, verify_key)
+
+
+def replica_keys(configuration: Configuration) -> list[bytes]:
+    """The replicas' verify keys of a configuration, in chain order."""
+    return [info.verify_key for info in configuration.replicas]

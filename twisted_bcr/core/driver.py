@@ -1,0 +1,78 @@
+# -*- test-case-name: tests.test_simulation -*-
+"""
+The test driver's side of a run (SPEC §1 "Run lifecycle"): pure.
+
+When every client has finished, the driver asks Olympus (sealing the request
+with Olympus's own key, which only the operator who started Olympus holds)
+to retire every replica, and receives Olympus's L{RunReport}: the final
+dictionaries and the reconfiguration history.  Both bindings use this class;
+what happens with the report (summary JSON, exit status) is theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted_bcr import codec, crypto
+from twisted_bcr.core.common import OLYMPUS, unseal
+from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.messages import FinishRun, RunReport, Sealed
+
+
+class Driver:
+    """Ends a run on request and hands Olympus's report to C{on_report}."""
+
+    def __init__(
+        self,
+        env: IEnvironment,
+        olympus_address: str,
+        olympus_key: crypto.KeyPair,
+        on_report: Callable[[RunReport], None],
+    ) -> None:
+        self._env = env
+        self._log = env.log
+        self._olympus_address = olympus_address
+        self._olympus_key = olympus_key
+        self._on_report = on_report
+        self._verifier = crypto.Verifier()
+        self.report: Optional[RunReport] = None
+
+    def start(self) -> None:
+        """Nothing happens until L{finish}."""
+
+    def finish(self, reason: str) -> None:
+        """Ask Olympus to retire every replica and report."""
+        self._log.info(
+            "driver asks Olympus to finish the run: {reason}",
+            reason=reason, event="bcr.finish", node="driver",
+        )
+        sealed = crypto.seal(
+            self._olympus_key, self._env.address, OLYMPUS, FinishRun(reason)
+        )
+        self._env.send(self._olympus_address, sealed)
+
+    def receive(self, sender: str, message: object) -> None:
+        """Accept Olympus's sealed run report; reject anything else."""
+        try:
+            if not isinstance(message, Sealed) or message.signer != OLYMPUS:
+                raise crypto.BadSignature("not sealed by Olympus")
+            report = unseal(self._verifier, message, self._olympus_key.verify_key_bytes)
+            if not isinstance(report, RunReport):
+                raise codec.BadMessage(f"unexpected {type(report).__name__}")
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            self._log.warn(
+                "driver rejected input from {peer}: {reason}",
+                peer=sender, reason=str(e), event="bcr.rejected", node="driver",
+            )
+            return
+        if self.report is None:
+            self.report = report
+            self._log.info(
+                "driver got the run report: configuration {configuration}, "
+                "{count} final states", configuration=report.configuration,
+                count=len(report.final_states), event="bcr.report", node="driver",
+            )
+            self._on_report(report)
+
+    def timer_expired(self, key: str) -> None:
+        """The driver sets no timers; its binding owns the run deadline."""

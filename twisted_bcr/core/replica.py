@@ -1,0 +1,930 @@
+# -*- test-case-name: tests.test_core_replica -*-
+"""
+The replica state machine (SPEC §2.2, §5, §6.2, §8): pure, driven by
+L{receive} and L{timer_expired}, acting only through its L{IEnvironment}.
+
+A replica process starts as a spare: it registers its address and fresh
+public key with Olympus and waits, PENDING, for an L{Assignment} that places
+it at one position of one configuration.  From then on it orders (head),
+checks and extends (middle, tail) shuttles, answers clients, validates result
+shuttles and takes part in checkpoints.  When Olympus retires it, it reports
+its final dictionary and exits.
+
+Fault injection hooks in through L{twisted_bcr.faults}; reconfiguration
+(wedge, catch-up, running state) is the recovery layer's part of this class.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Optional
+
+from twisted_bcr import codec, crypto
+from twisted_bcr.core.common import (
+    OLYMPUS,
+    Mode,
+    ProofError,
+    check_checkpoint_proof,
+    check_request,
+    check_statements,
+    is_checkpoint_slot,
+    replica_keys,
+    replica_name,
+    unseal,
+)
+from twisted_bcr.dictionary import apply_operation
+from twisted_bcr.faults import NO_FAULTS, FaultHooks
+from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.messages import (
+    Assignment,
+    CheckpointMessage,
+    CheckpointProof,
+    CheckpointStatement,
+    ClientRequest,
+    ClientResult,
+    CompletedCheckpoint,
+    Configuration,
+    ErrorMessage,
+    FinalState,
+    ForwardedRequest,
+    HistoryEntry,
+    OrderStatement,
+    ReconfigurationRequest,
+    RegisterReplica,
+    Request,
+    ResultMessage,
+    ResultShuttle,
+    ResultStatement,
+    Sealed,
+    Shutdown,
+    Shuttle,
+    Signed,
+)
+
+#: How many result shuttles a replica keeps for answering retransmissions.
+DEFAULT_RESULT_CACHE_SIZE = 10_000
+
+#: How many data-plane messages a spare keeps while its assignment is on the way.
+MAX_EARLY_MESSAGES = 1_000
+
+_DRAIN_TIMER = "drain"
+
+
+def drain_deadline_s(configuration: Configuration) -> float:
+    """
+    How long a retiring replica waits for in-flight work: one step timeout.
+    Olympus waits twice that for final states, so a replica that drains
+    until its deadline still reports in time.
+    """
+    return max(configuration.head_timeout_ms, configuration.nonhead_timeout_ms) / 1000
+
+ClientKey = tuple[int, int]
+
+
+class Replica:
+    """One replica of one configuration (it starts as an unassigned spare)."""
+
+    def __init__(
+        self,
+        env: IEnvironment,
+        key: crypto.KeyPair,
+        olympus_address: str,
+        olympus_key: bytes,
+        verifier: Optional[crypto.Verifier] = None,
+        fault_injection: bool = False,
+        faults_factory: Optional[Callable[["Replica", str], FaultHooks]] = None,
+        result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
+    ) -> None:
+        self._env = env
+        self._log = env.log
+        self._key = key
+        self._olympus_address = olympus_address
+        self._olympus_key = olympus_key
+        self._verifier = verifier or crypto.Verifier()
+        self._fault_injection = fault_injection
+        self._faults_factory = faults_factory
+        self.faults: FaultHooks = NO_FAULTS
+        self._result_cache_size = result_cache_size
+
+        self.mode = Mode.PENDING
+        self.configuration: Optional[Configuration] = None
+        self.index = -1
+        self.name = f"spare {env.address}"
+        self.state: dict[str, str] = {}
+        #: Order proofs since the last completed checkpoint, by slot.
+        self.history: dict[int, HistoryEntry] = {}
+        self.next_slot = 0
+        self.last_executed = -1
+        self.checkpoint: Optional[CheckpointProof] = None
+        self._keys: list[bytes] = []
+        self._client_keys: dict[int, bytes] = {}
+        self._client_addresses: dict[int, str] = {}
+        #: (client, seq) -> slot, for every request ordered here.
+        self._ordered: dict[ClientKey, int] = {}
+        #: slot -> hash of the result this replica computed, until its result
+        #: shuttle has been checked against it.
+        self._my_result_hashes: dict[int, bytes] = {}
+        self._result_cache: OrderedDict[ClientKey, ResultShuttle] = OrderedDict()
+        #: Requests whose result must go to the client when the result shuttle
+        #: arrives (retransmissions, §6.2 cases 3 and 5).
+        self._awaiting_client: set[ClientKey] = set()
+        self.last_results: dict[int, ClientResult] = {}
+        #: slot -> state hash recorded right after executing a checkpoint slot.
+        self._checkpoint_hashes: dict[int, bytes] = {}
+        self._early_messages: list[tuple[str, object]] = []
+        #: Olympus has asked us to retire; we do once the chain has drained.
+        self._retiring = False
+
+    # ------------------------------------------------------------------
+    # IMachine
+
+    def start(self) -> None:
+        """Register with Olympus as a fresh spare."""
+        self._log.info(
+            "{name} starting, registering with Olympus at {olympus}",
+            name=self.name,
+            olympus=self._olympus_address,
+            event="bcr.start",
+            node=self.name,
+            verify_key=self._key.verify_key_bytes.hex(),
+            fault_injection=self._fault_injection,
+        )
+        registration = RegisterReplica(self._env.address, self._key.verify_key_bytes)
+        self._send(
+            self._olympus_address,
+            crypto.seal(self._key, self._env.address, "spare", registration),
+            "register_replica",
+        )
+
+    def receive(self, sender: str, message: object) -> None:
+        """Dispatch one wire message."""
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self._reject(sender, f"unexpected {type(message).__name__}")
+            return
+        if self.mode is Mode.PENDING and not isinstance(message, Sealed):
+            self._defer_until_assigned(sender, message)
+            return
+        handler(self, sender, message)
+        if self._retiring and self._drained():
+            self._retire()
+
+    def _defer_until_assigned(self, sender: str, message: object) -> None:
+        # Olympus's assignment and the first requests or shuttles travel on
+        # different connections, so they may overtake it: keep a bounded
+        # number until the assignment arrives instead of losing them.
+        if len(self._early_messages) >= MAX_EARLY_MESSAGES:
+            self._reject(sender, f"{type(message).__name__} while pending (queue full)")
+            return
+        self._early_messages.append((sender, message))
+
+    def timer_expired(self, key: str) -> None:
+        """A retransmission timer (§6.2 cases 3, 5) or the drain deadline expired."""
+        if key == _DRAIN_TIMER:
+            self._log.warn(
+                "{name} retires with work in flight: results pending for slots "
+                "{slots}, checkpoints pending for slots {checkpoints}",
+                name=self.name, slots=sorted(self._my_result_hashes),
+                checkpoints=sorted(self._checkpoint_hashes),
+                event="bcr.drain_timeout", node=self.name,
+            )
+            self._retire()
+            return
+        kind, client, seq = key.split(":")
+        request_id = f"{client}:{seq}"
+        self._awaiting_client.discard((int(client), int(seq)))
+        self._request_reconfiguration(
+            f"{kind} timeout waiting for the result shuttle of {request_id}"
+        )
+
+    # ------------------------------------------------------------------
+    # Helpers
+
+    def _send(self, to: str, message: object, kind: str, **fields: object) -> None:
+        self._log.info(
+            "{name} sends {message} to {to}",
+            name=self.name,
+            message=kind,
+            to=to,
+            event="bcr.send",
+            node=self.name,
+            **fields,
+        )
+        self._env.send(to, message)
+
+    def _reject(self, sender: str, reason: str) -> None:
+        self._log.warn(
+            "{name} rejected input from {peer}: {reason}",
+            name=self.name,
+            peer=sender,
+            reason=reason,
+            event="bcr.rejected",
+            node=self.name,
+        )
+
+    def _sign(self, statement: object) -> Signed:
+        signed = crypto.sign(self._key, statement)
+        self._verifier.trust_own(signed, self._key.verify_key_bytes, statement)
+        return signed
+
+    def _seal(self, message: object) -> Sealed:
+        return crypto.seal(self._key, self._env.address, self.name, message)
+
+    @property
+    def is_head(self) -> bool:
+        return self.index == 0
+
+    @property
+    def is_tail(self) -> bool:
+        return self.configuration is not None and self.index == len(self._keys) - 1
+
+    def _address_of(self, index: int) -> str:
+        assert self.configuration is not None
+        return self.configuration.replicas[index].address
+
+    def _request_reconfiguration(self, reason: str) -> None:
+        """Tell Olympus this configuration cannot go on (SPEC §7)."""
+        if self.configuration is None:
+            return
+        self._log.warn(
+            "{name} requests reconfiguration: {reason}",
+            name=self.name,
+            reason=reason,
+            event="bcr.reconfiguration_request",
+            node=self.name,
+            configuration=self.configuration.number,
+        )
+        request = ReconfigurationRequest(
+            self.configuration.number, self.name, reason, ()
+        )
+        self._send(
+            self._olympus_address, self._seal(request), "reconfiguration_request"
+        )
+
+    # ------------------------------------------------------------------
+    # Control plane from Olympus
+
+    def _on_sealed(self, sender: str, sealed: Sealed) -> None:
+        if sealed.signer != OLYMPUS:
+            self._reject(sender, f"sealed message from {sealed.signer!r}, not Olympus")
+            return
+        try:
+            inner = unseal(self._verifier, sealed, self._olympus_key)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            self._reject(sender, f"bad Olympus envelope: {e}")
+            return
+        if isinstance(inner, Assignment):
+            self._on_assignment(inner)
+        elif isinstance(inner, Shutdown):
+            self._on_shutdown(inner)
+        else:
+            self._reject(sender, f"unexpected {type(inner).__name__} from Olympus")
+
+    def _on_assignment(self, assignment: Assignment) -> None:
+        if self.mode is not Mode.PENDING:
+            self._log.warn(
+                "{name} ignores a second assignment", name=self.name,
+                event="bcr.ignored", node=self.name,
+            )
+            return
+        if assignment.failures and not self._fault_injection:
+            self._log.error(
+                "{name} refuses an assignment carrying failures {failures!r}: "
+                "this daemon was not started with fault injection enabled",
+                name=self.name,
+                failures=assignment.failures,
+                event="bcr.assignment_refused",
+                node=self.name,
+            )
+            return
+        configuration = assignment.configuration
+        self.configuration = configuration
+        self.index = assignment.index
+        self.name = replica_name(configuration.number, assignment.index)
+        self._keys = replica_keys(configuration)
+        self._client_keys = {c.index: c.verify_key for c in configuration.clients}
+        self._client_addresses = {c.index: c.address for c in configuration.clients}
+        self.state = dict(assignment.state)
+        self.next_slot = assignment.first_slot
+        self.last_executed = assignment.first_slot - 1
+        self.last_results = {r.client: r for r in assignment.client_results}
+        if self._faults_factory is not None and assignment.failures:
+            self.faults = self._faults_factory(self, assignment.failures)
+        self.mode = Mode.ACTIVE
+        self._log.info(
+            "{name} active: configuration {configuration}, position {index} of "
+            "{length}, first slot {first_slot}, {keys} keys in state",
+            name=self.name,
+            configuration=configuration.number,
+            index=self.index,
+            length=len(self._keys),
+            first_slot=assignment.first_slot,
+            keys=len(self.state),
+            failures=assignment.failures,
+            chain=[r.address for r in configuration.replicas],
+            event="bcr.assigned",
+            node=self.name,
+        )
+        early, self._early_messages = self._early_messages, []
+        for sender, message in early:
+            self.receive(sender, message)
+
+    def _on_shutdown(self, shutdown: Shutdown) -> None:
+        if self.configuration is None:
+            self._log.info(
+                "{name} retired unassigned", name=self.name,
+                event="bcr.retired", node=self.name,
+            )
+            self._env.exit(0, "retired unassigned by Olympus")
+            return
+        number = self.configuration.number
+        if shutdown.configuration != number:
+            self._log.warn(
+                "{name} ignores shutdown for configuration {c}",
+                name=self.name, c=shutdown.configuration,
+                event="bcr.ignored", node=self.name,
+            )
+            return
+        if self._retiring:
+            return
+        self._retiring = True
+        if self._drained():
+            self._retire()
+            return
+        # Let the work already in the chain finish first: result shuttles on
+        # their way back and checkpoints not yet completed (a run's last
+        # checkpoint is started only when the last result is back at the
+        # head).  The deadline keeps a broken chain from holding us forever.
+        self._log.info(
+            "{name} retiring once results for slots {slots} and checkpoints for "
+            "slots {checkpoints} are done",
+            name=self.name, slots=sorted(self._my_result_hashes),
+            checkpoints=sorted(self._checkpoint_hashes),
+            event="bcr.draining", node=self.name,
+        )
+        self._env.start_timer(_DRAIN_TIMER, drain_deadline_s(self.configuration))
+
+    def _drained(self) -> bool:
+        """No result shuttle is still owed to us and no checkpoint is open."""
+        return not self._my_result_hashes and not self._checkpoint_hashes
+
+    def _retire(self) -> None:
+        """Report the final dictionary to Olympus and exit (SPEC §9.7, §13)."""
+        assert self.configuration is not None
+        self._retiring = False
+        self._env.cancel_timer(_DRAIN_TIMER)
+        self._log.info(
+            "{name} shutting down; final dictionary {state!r}, last slot {last_slot}",
+            name=self.name,
+            state=dict(sorted(self.state.items())),
+            last_slot=self.last_executed,
+            event="bcr.final_state",
+            node=self.name,
+        )
+        final = FinalState(
+            self.configuration.number, self.index, dict(self.state), self.last_executed
+        )
+        self._send(self._olympus_address, self._seal(final), "final_state")
+        self._env.exit(0, "retired by Olympus")
+
+    # ------------------------------------------------------------------
+    # Requests from clients and forwarded by non-heads (§5 step 2, §6.2)
+
+    def _check_client_request(self, sender: str, signed: Signed) -> Optional[Request]:
+        try:
+            return check_request(self._verifier, signed, self._client_keys)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            # Bad authentication proves nothing about anyone: drop it.
+            self._reject(sender, f"client request: {e}")
+            return None
+
+    def _on_client_request(self, sender: str, message: ClientRequest) -> None:
+        request = self._check_client_request(sender, message.request)
+        if request is None:
+            return
+        if not self.faults.received("client_request", request.client):
+            return
+        self._log.info(
+            "{name} received client_request {request_id} {operation}",
+            name=self.name,
+            request_id=request.request_id,
+            operation=str(request.operation),
+            event="bcr.receive",
+            message="client_request",
+            node=self.name,
+        )
+        self._handle_request(message.request, request, forwarded=False)
+
+    def _on_forwarded_request(self, sender: str, message: ForwardedRequest) -> None:
+        request = self._check_client_request(sender, message.request)
+        if request is None:
+            return
+        if not self.faults.received("forwarded_request", request.client):
+            return
+        self._log.info(
+            "{name} received forwarded_request {request_id} from {peer}",
+            name=self.name,
+            request_id=request.request_id,
+            peer=sender,
+            event="bcr.receive",
+            message="forwarded_request",
+            node=self.name,
+        )
+        if not self.is_head:
+            self._reject(sender, "forwarded request at a non-head")
+            return
+        self._handle_request(message.request, request, forwarded=True)
+
+    def _handle_request(self, signed: Signed, request: Request, forwarded: bool) -> None:
+        """The cases of SPEC §6.2, in order; a first-time request is case 4."""
+        client_key = (request.client, request.seq)
+        cached = self._result_cache.get(client_key)
+        if cached is not None:
+            self._log_case(request, "cached result")
+            self._send_result_to_client(cached)
+            return
+        if self.mode is Mode.IMMUTABLE:
+            self._log_case(request, "immutable")
+            assert self.configuration is not None
+            error = ErrorMessage(
+                self.configuration.number, request.client, request.seq, "immutable"
+            )
+            self._send(self._client_addresses[request.client], error, "error",
+                       request_id=request.request_id)
+            return
+        if self.is_head:
+            if client_key in self._ordered:
+                self._log_case(request, "head, already ordered")
+                self._await_result_shuttle(client_key, "head")
+                return
+            if forwarded or self._is_retransmission(request):
+                self._log_case(request, "head, new")
+            self._order(signed, request)
+            return
+        self._log_case(request, "non-head, forward")
+        self._await_result_shuttle(client_key, "nonhead")
+        self._send(
+            self._address_of(0),
+            ForwardedRequest(signed),
+            "forwarded_request",
+            request_id=request.request_id,
+        )
+
+    def _is_retransmission(self, request: Request) -> bool:
+        # The head cannot tell a retransmission of a never-seen request from a
+        # first request; both are handled as new (case 4).
+        return False
+
+    def _log_case(self, request: Request, case: str) -> None:
+        self._log.info(
+            "{name} retransmission case '{case}' for {request_id}",
+            name=self.name,
+            case=case,
+            request_id=request.request_id,
+            event="bcr.retransmission",
+            node=self.name,
+        )
+
+    def _await_result_shuttle(self, client_key: ClientKey, kind: str) -> None:
+        assert self.configuration is not None
+        if client_key in self._awaiting_client:
+            # One timer per (replica, request), and a repeated retransmission
+            # must not restart it: a client retransmitting more often than
+            # the timeout would otherwise postpone it forever (SPEC §6.2).
+            return
+        self._awaiting_client.add(client_key)
+        timeout_ms = (
+            self.configuration.head_timeout_ms
+            if kind == "head"
+            else self.configuration.nonhead_timeout_ms
+        )
+        self._env.start_timer(f"{kind}:{client_key[0]}:{client_key[1]}", timeout_ms / 1000)
+
+    def _stop_awaiting(self, client_key: ClientKey) -> bool:
+        """Stop the timer of a request whose result is here; was one running?"""
+        if client_key not in self._awaiting_client:
+            return False
+        self._awaiting_client.discard(client_key)
+        for kind in ("head", "nonhead"):
+            self._env.cancel_timer(f"{kind}:{client_key[0]}:{client_key[1]}")
+        return True
+
+    def _order(self, signed: Signed, request: Request) -> None:
+        """The head assigns the next slot and starts the shuttle (§5 step 2)."""
+        slot = self.next_slot
+        self.next_slot += 1
+        self._log.info(
+            "{name} orders {request_id} at slot {slot}",
+            name=self.name,
+            request_id=request.request_id,
+            slot=slot,
+            event="bcr.order",
+            node=self.name,
+        )
+        self._execute_and_pass_on(signed, request, slot, (), ())
+
+    # ------------------------------------------------------------------
+    # Forward shuttles (§5 steps 3 and 4)
+
+    def _on_shuttle(self, sender: str, shuttle: Shuttle) -> None:
+        try:
+            request = check_request(self._verifier, shuttle.request, self._client_keys)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            self._reject(sender, f"shuttle for slot {shuttle.slot}: {e}")
+            self._request_reconfiguration(
+                f"shuttle for slot {shuttle.slot} carries a badly signed request"
+            )
+            return
+        if not self.faults.received("shuttle", request.client):
+            return
+        self._log.info(
+            "{name} received shuttle {request_id} slot {slot}",
+            name=self.name,
+            request_id=request.request_id,
+            slot=shuttle.slot,
+            event="bcr.receive",
+            message="shuttle",
+            node=self.name,
+        )
+        if self.mode is Mode.IMMUTABLE:
+            self._log.info(
+                "{name} is immutable and does not execute slot {slot}",
+                name=self.name, slot=shuttle.slot, event="bcr.ignored", node=self.name,
+            )
+            return
+        problem = self._shuttle_problem(shuttle, request)
+        if problem is not None:
+            self._reject(sender, f"shuttle for slot {shuttle.slot}: {problem}")
+            self._request_reconfiguration(f"shuttle for slot {shuttle.slot}: {problem}")
+            return
+        self._execute_and_pass_on(
+            shuttle.request, request, shuttle.slot,
+            shuttle.order_proof, shuttle.result_proof,
+        )
+
+    def _shuttle_problem(self, shuttle: Shuttle, request: Request) -> Optional[str]:
+        """What is wrong with a shuttle arriving at this position, if anything."""
+        assert self.configuration is not None
+        number = self.configuration.number
+        if shuttle.configuration != number:
+            return f"names configuration {shuttle.configuration}, this is {number}"
+        if self.is_head:
+            return "a forward shuttle arrived at the head"
+        slot = shuttle.slot
+        if slot <= self.last_executed:
+            existing = self.history.get(slot)
+            if existing is not None and existing.request == shuttle.request:
+                return "duplicate of an executed slot"
+            return f"slot {slot} already ordered with a different operation"
+        if slot != self.last_executed + 1:
+            return f"hole: slot {slot} after {self.last_executed}"
+        if len(shuttle.order_proof) != self.index:
+            return f"order proof has {len(shuttle.order_proof)} statements, expected {self.index}"
+        if len(shuttle.result_proof) != self.index:
+            return f"result proof has {len(shuttle.result_proof)} statements, expected {self.index}"
+        expected_order = OrderStatement(
+            number, slot, request.client, request.seq, request.operation
+        )
+        try:
+            orders = check_statements(
+                self._verifier, shuttle.order_proof, self._keys, OrderStatement
+            )
+            results = check_statements(
+                self._verifier, shuttle.result_proof, self._keys, ResultStatement
+            )
+        except ProofError as e:
+            return str(e)
+        for position, order in enumerate(orders):
+            if order != expected_order:
+                return f"order statement {position} contradicts the signed request"
+        for position, result in enumerate(results):
+            if (
+                result.configuration, result.slot, result.client, result.seq,
+                result.operation,
+            ) != (number, slot, request.client, request.seq, request.operation):
+                return f"result statement {position} is for another operation"
+        return None
+
+    def _execute_and_pass_on(
+        self,
+        signed: Signed,
+        request: Request,
+        slot: int,
+        order_proof: tuple[Signed, ...],
+        result_proof: tuple[Signed, ...],
+    ) -> None:
+        """Execute slot C{slot}, add our statements, and hand the shuttle on."""
+        assert self.configuration is not None
+        number = self.configuration.number
+        result = apply_operation(self.state, request.operation.name, request.operation.args)
+        result_hash = crypto.result_hash(result)
+        for position, signed_result in enumerate(result_proof):
+            statement = self._verifier.verify(signed_result, self._keys[position], ResultStatement)
+            if statement.result_hash != result_hash:  # type: ignore[attr-defined]
+                # Undo is impossible, but we sign and forward nothing.
+                self.last_executed = slot
+                reason = (
+                    f"result statement {position} for slot {slot} disagrees "
+                    f"with our result {result!r}"
+                )
+                self._log.warn(
+                    "{name} {reason}", name=self.name, reason=reason,
+                    event="bcr.misbehaviour", node=self.name,
+                )
+                self._request_reconfiguration(reason)
+                return
+        self.last_executed = slot
+        client_key = (request.client, request.seq)
+        self._ordered[client_key] = slot
+        order_statement = OrderStatement(
+            number, slot, request.client, request.seq, request.operation
+        )
+        result_statement = ResultStatement(
+            number, slot, request.client, request.seq, request.operation, result_hash
+        )
+        signed_result_statement = self._sign(result_statement)
+        order_proof = order_proof + (self._sign(order_statement),)
+        result_proof = result_proof + (signed_result_statement,)
+        self.history[slot] = HistoryEntry(slot, signed, order_proof)
+        self._my_result_hashes[slot] = result_hash
+        self.last_results[request.client] = ClientResult(
+            request.client, request.seq, result, signed_result_statement
+        )
+        if is_checkpoint_slot(slot, self.configuration.checkpt_interval):
+            self._checkpoint_hashes[slot] = crypto.state_hash(self.state)
+        self._log.info(
+            "{name} executed {request_id} at slot {slot}: {operation} -> {result!r}",
+            name=self.name,
+            request_id=request.request_id,
+            slot=slot,
+            operation=str(request.operation),
+            result=result,
+            event="bcr.execute",
+            node=self.name,
+        )
+        if not self.is_tail:
+            shuttle = Shuttle(number, slot, signed, order_proof, result_proof)
+            self._send(
+                self._address_of(self.index + 1), shuttle, "shuttle",
+                request_id=request.request_id, slot=slot,
+            )
+            return
+        result_shuttle = ResultShuttle(
+            number, slot, signed, result, order_proof, result_proof
+        )
+        # To the client first, then the result shuttle (SPEC §5 step 4).
+        self._send_result_to_client(result_shuttle)
+        # A tail that forwarded a retransmission of this request has just
+        # answered the client itself: its non-head timer must not fire.
+        self._stop_awaiting(client_key)
+        self._cache_result(client_key, result_shuttle)
+        self._my_result_hashes.pop(slot, None)
+        if self.is_head:
+            self._result_reached_head(slot)
+        else:
+            self._send(
+                self._address_of(self.index - 1), result_shuttle, "result_shuttle",
+                request_id=request.request_id, slot=slot,
+            )
+
+    def _send_result_to_client(self, result_shuttle: ResultShuttle) -> None:
+        request = codec.decode(result_shuttle.request.body, Request)
+        assert isinstance(request, Request)
+        message = ResultMessage(
+            result_shuttle.configuration,
+            result_shuttle.slot,
+            request.client,
+            request.seq,
+            result_shuttle.result,
+            result_shuttle.result_proof,
+        )
+        self._send(
+            self._client_addresses[request.client],
+            message,
+            "result_message",
+            request_id=request.request_id,
+            slot=result_shuttle.slot,
+            result=result_shuttle.result,
+        )
+
+    def _cache_result(self, client_key: ClientKey, result_shuttle: ResultShuttle) -> None:
+        self._result_cache[client_key] = result_shuttle
+        if len(self._result_cache) > self._result_cache_size:
+            self._result_cache.popitem(last=False)
+
+    # ------------------------------------------------------------------
+    # Result shuttles (§5 step 5)
+
+    def _on_result_shuttle(self, sender: str, shuttle: ResultShuttle) -> None:
+        try:
+            request = check_request(self._verifier, shuttle.request, self._client_keys)
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            self._reject(sender, f"result shuttle for slot {shuttle.slot}: {e}")
+            return
+        if not self.faults.received("result_shuttle", request.client):
+            return
+        self._log.info(
+            "{name} received result_shuttle {request_id} slot {slot}",
+            name=self.name,
+            request_id=request.request_id,
+            slot=shuttle.slot,
+            event="bcr.receive",
+            message="result_shuttle",
+            node=self.name,
+        )
+        if self.mode is Mode.IMMUTABLE:
+            return
+        problem = self._result_shuttle_problem(shuttle, request)
+        if problem is not None:
+            self._reject(sender, f"result shuttle for slot {shuttle.slot}: {problem}")
+            self._request_reconfiguration(
+                f"result shuttle for slot {shuttle.slot}: {problem}"
+            )
+            return
+        client_key = (request.client, request.seq)
+        self._my_result_hashes.pop(shuttle.slot, None)
+        self._cache_result(client_key, shuttle)
+        entry = self.history.get(shuttle.slot)
+        if entry is not None:
+            self.history[shuttle.slot] = HistoryEntry(
+                shuttle.slot, entry.request, shuttle.order_proof
+            )
+        if self._stop_awaiting(client_key):
+            self._send_result_to_client(shuttle)
+        if self.is_head:
+            self._result_reached_head(shuttle.slot)
+        else:
+            self._send(
+                self._address_of(self.index - 1), shuttle, "result_shuttle",
+                request_id=request.request_id, slot=shuttle.slot,
+            )
+
+    def _result_shuttle_problem(
+        self, shuttle: ResultShuttle, request: Request
+    ) -> Optional[str]:
+        assert self.configuration is not None
+        number = self.configuration.number
+        if shuttle.configuration != number:
+            return f"names configuration {shuttle.configuration}, this is {number}"
+        if self.is_tail:
+            return "a result shuttle arrived at the tail"
+        length = len(self._keys)
+        if len(shuttle.result_proof) != length:
+            return f"result proof has {len(shuttle.result_proof)} of {length} statements"
+        if len(shuttle.order_proof) != length:
+            return f"order proof has {len(shuttle.order_proof)} of {length} statements"
+        own_hash = self._my_result_hashes.get(shuttle.slot)
+        if own_hash is None:
+            existing = self.history.get(shuttle.slot)
+            if existing is None or existing.request != shuttle.request:
+                return f"slot {shuttle.slot} was not executed here for this request"
+            return "duplicate result shuttle"
+        result_hash = crypto.result_hash(shuttle.result)
+        if result_hash != own_hash:
+            return f"result {shuttle.result!r} differs from the result computed here"
+        expected_result = ResultStatement(
+            number, shuttle.slot, request.client, request.seq, request.operation,
+            own_hash,
+        )
+        expected_order = OrderStatement(
+            number, shuttle.slot, request.client, request.seq, request.operation
+        )
+        try:
+            results = check_statements(
+                self._verifier, shuttle.result_proof, self._keys, ResultStatement
+            )
+            orders = check_statements(
+                self._verifier, shuttle.order_proof, self._keys, OrderStatement
+            )
+        except ProofError as e:
+            return str(e)
+        for position, statement in enumerate(results):
+            if statement != expected_result:
+                return f"result statement {position} contradicts the result"
+        for position, order in enumerate(orders):
+            if order != expected_order:
+                return f"order statement {position} contradicts the request"
+        return None
+
+    # ------------------------------------------------------------------
+    # Checkpoints (§8)
+
+    def _result_reached_head(self, slot: int) -> None:
+        """The head starts a checkpoint once a checkpoint slot's result is back."""
+        assert self.configuration is not None
+        if not is_checkpoint_slot(slot, self.configuration.checkpt_interval):
+            return
+        state_hash = self._checkpoint_hashes.get(slot)
+        if state_hash is None:
+            return
+        statement = CheckpointStatement(self.configuration.number, slot, state_hash)
+        proof = CheckpointProof(self.configuration.number, slot, (self._sign(statement),))
+        self._log.info(
+            "{name} starts checkpoint at slot {slot}",
+            name=self.name, slot=slot, event="bcr.checkpoint_start", node=self.name,
+            state_hash=state_hash.hex(),
+        )
+        # The head counts the checkpoint it initiates as a received one (§8).
+        if not self.faults.received("checkpoint", None):
+            return
+        self._pass_checkpoint_on(proof)
+
+    def _pass_checkpoint_on(self, proof: CheckpointProof) -> None:
+        if not self.is_tail:
+            self._send(
+                self._address_of(self.index + 1), CheckpointMessage(proof), "checkpoint",
+                slot=proof.slot,
+            )
+            return
+        # The tail counts the completed proof it creates as a received one (§8).
+        if not self.faults.received("completed_checkpoint", None):
+            return
+        self._complete_checkpoint(proof)
+
+    def _on_checkpoint(self, sender: str, message: CheckpointMessage) -> None:
+        if not self.faults.received("checkpoint", None):
+            return
+        proof = message.proof
+        self._log.info(
+            "{name} received checkpoint for slot {slot} with {count} statements",
+            name=self.name, slot=proof.slot, count=len(proof.statements),
+            event="bcr.receive", message="checkpoint", node=self.name,
+        )
+        if self.mode is Mode.IMMUTABLE:
+            return
+        problem = self._checkpoint_problem(proof, self.index)
+        if problem is not None:
+            self._reject(sender, f"checkpoint for slot {proof.slot}: {problem}")
+            self._request_reconfiguration(f"checkpoint for slot {proof.slot}: {problem}")
+            return
+        assert self.configuration is not None
+        statement = CheckpointStatement(
+            self.configuration.number, proof.slot, self._checkpoint_hashes[proof.slot]
+        )
+        extended = CheckpointProof(
+            proof.configuration, proof.slot, proof.statements + (self._sign(statement),)
+        )
+        self._pass_checkpoint_on(extended)
+
+    def _checkpoint_problem(self, proof: CheckpointProof, required: int) -> Optional[str]:
+        assert self.configuration is not None
+        if proof.configuration != self.configuration.number:
+            return f"names configuration {proof.configuration}"
+        state_hash = self._checkpoint_hashes.get(proof.slot)
+        if state_hash is None:
+            return f"slot {proof.slot} is not a checkpoint slot executed here"
+        try:
+            check_checkpoint_proof(self._verifier, proof, self._keys, required, state_hash)
+        except ProofError as e:
+            return str(e)
+        return None
+
+    def _on_completed_checkpoint(self, sender: str, message: CompletedCheckpoint) -> None:
+        if not self.faults.received("completed_checkpoint", None):
+            return
+        proof = message.proof
+        self._log.info(
+            "{name} received completed_checkpoint for slot {slot}",
+            name=self.name, slot=proof.slot,
+            event="bcr.receive", message="completed_checkpoint", node=self.name,
+        )
+        if self.mode is Mode.IMMUTABLE:
+            return
+        problem = self._checkpoint_problem(proof, len(self._keys))
+        if problem is not None:
+            self._reject(sender, f"completed checkpoint for slot {proof.slot}: {problem}")
+            self._request_reconfiguration(
+                f"completed checkpoint for slot {proof.slot}: {problem}"
+            )
+            return
+        self._complete_checkpoint(proof)
+
+    def _complete_checkpoint(self, proof: CheckpointProof) -> None:
+        """Truncate the history up to the checkpoint and pass the proof back."""
+        dropped = [slot for slot in self.history if slot <= proof.slot]
+        for slot in dropped:
+            del self.history[slot]
+        for slot in [s for s in self._checkpoint_hashes if s <= proof.slot]:
+            del self._checkpoint_hashes[slot]
+        self.checkpoint = proof
+        self._log.info(
+            "{name} completed checkpoint at slot {slot}: history truncated by "
+            "{dropped} entries, {kept} kept",
+            name=self.name, slot=proof.slot, dropped=len(dropped),
+            kept=len(self.history), event="bcr.checkpoint_completed", node=self.name,
+        )
+        if not self.is_head:
+            self._send(
+                self._address_of(self.index - 1), CompletedCheckpoint(proof),
+                "completed_checkpoint", slot=proof.slot,
+            )
+
+    _handlers: dict[type, Callable[["Replica", str, object], None]] = {
+        Sealed: _on_sealed,  # type: ignore[dict-item]
+        ClientRequest: _on_client_request,  # type: ignore[dict-item]
+        ForwardedRequest: _on_forwarded_request,  # type: ignore[dict-item]
+        Shuttle: _on_shuttle,  # type: ignore[dict-item]
+        ResultShuttle: _on_result_shuttle,  # type: ignore[dict-item]
+        CheckpointMessage: _on_checkpoint,  # type: ignore[dict-item]
+        CompletedCheckpoint: _on_completed_checkpoint,  # type: ignore[dict-item]
+    }

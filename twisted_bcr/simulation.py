@@ -1,0 +1,346 @@
+# -*- test-case-name: tests.test_simulation -*-
+"""
+The deterministic simulation binding (DESIGN §2): a whole cluster, Olympus,
+replicas, clients and driver, in one process on a L{twisted.internet.task.Clock}.
+
+Every message really goes through the codec (encoded at send, decoded at
+delivery), every signature is real, and all randomness (network latencies,
+keys) comes from one seed, so the same seed gives the same run event for
+event.  Channels are FIFO per (sender, receiver) pair, like TCP.  The
+network can crash and stall nodes and drop, delay or partition messages
+between nodes; a test schedules such faults on the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Any, Callable, Optional
+
+from attrs import define, field
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Clock
+from twisted.logger import (
+    ILogObserver,
+    LogPublisher,
+    Logger,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+from zope.interface import implementer
+
+from twisted_bcr import codec, crypto
+from twisted_bcr.checking import build_summary
+from twisted_bcr.config import Case
+from twisted_bcr.core.client import Client, ClientOutcome
+from twisted_bcr.core.driver import Driver
+from twisted_bcr.core.olympus import Olympus
+from twisted_bcr.core.replica import Replica
+from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.messages import RunReport
+
+#: One-way message latency range of the simulated network, in seconds.
+DEFAULT_LATENCY_S = (0.0001, 0.0005)
+
+
+def seeded_key(seed: int, name: str) -> crypto.KeyPair:
+    """A key pair derived from the run's seed, so reruns sign identically."""
+    return crypto.KeyPair.from_seed(hashlib.sha256(f"{seed}/{name}".encode()).digest())
+
+
+@implementer(IEnvironment)
+class SimulatedNode:
+    """One machine's environment inside a L{SimulatedNetwork}."""
+
+    def __init__(self, network: "SimulatedNetwork", address: str, publisher: LogPublisher):
+        self.network = network
+        self.address = address
+        self.publisher = publisher
+        self.log = Logger(namespace=f"bcr.{address}", observer=publisher)
+        self.machine: Optional[IMachine] = None
+        self.alive = True
+        self.stalled_until = 0.0
+        self.exit_status: Optional[int] = None
+        self._timers: dict[str, IDelayedCall] = {}
+
+    def send(self, to: str, message: object) -> None:
+        if self.alive:
+            self.network.transmit(self.address, to, codec.encode(message))
+
+    def start_timer(self, key: str, seconds: float) -> None:
+        self.cancel_timer(key)
+        self._timers[key] = self.network.clock.callLater(seconds, self._fire, key)
+
+    def cancel_timer(self, key: str) -> None:
+        call = self._timers.pop(key, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        if not self.alive:
+            return
+        delay = self.stalled_until - self.network.clock.seconds()
+        if delay > 0:
+            # A stalled process handles its expired timers when it wakes up.
+            self._timers[key] = self.network.clock.callLater(delay, self._fire, key)
+            return
+        assert self.machine is not None
+        self.machine.timer_expired(key)
+
+    def now(self) -> float:
+        return self.network.clock.seconds()
+
+    def exit(self, status: int, reason: str) -> None:
+        self.log.info(
+            "{node} exits with status {status}: {reason}",
+            node=self.address, status=status, reason=reason, event="bcr.exit",
+        )
+        self.crash(status)
+
+    def crash(self, status: int = 255) -> None:
+        """The process is gone: no more deliveries, timers or sends."""
+        self.alive = False
+        self.exit_status = status
+        for key in list(self._timers):
+            self.cancel_timer(key)
+
+    def stall(self, seconds: float) -> None:
+        self.stalled_until = max(self.stalled_until, self.network.clock.seconds() + seconds)
+
+
+@define
+class _Link:
+    """Delivery state of one (sender, receiver) channel."""
+
+    last_delivery: float = 0.0
+    dropped: bool = False
+    extra_delay: float = 0.0
+
+
+class SimulatedNetwork:
+    """In-memory FIFO channels between L{SimulatedNode}s, driven by a Clock."""
+
+    def __init__(
+        self,
+        seed: int,
+        clock: Optional[Clock] = None,
+        latency_s: tuple[float, float] = DEFAULT_LATENCY_S,
+    ) -> None:
+        self.clock = clock or Clock()
+        self.random = random.Random(seed)
+        self.latency_s = latency_s
+        self.nodes: dict[str, SimulatedNode] = {}
+        self._links: dict[tuple[str, str], _Link] = {}
+        #: Frames that could not be decoded or reached no live node.
+        self.undeliverable: list[tuple[str, str, str]] = []
+
+    def add_node(self, address: str, observers: list[ILogObserver]) -> SimulatedNode:
+        publisher = LogPublisher(*observers)
+        node = SimulatedNode(self, address, publisher)
+        self.nodes[address] = node
+        return node
+
+    def link(self, sender: str, receiver: str) -> _Link:
+        return self._links.setdefault((sender, receiver), _Link())
+
+    # Faults a test may schedule ----------------------------------------
+
+    def partition(self, side_a: list[str], side_b: list[str]) -> None:
+        """Drop every message between the two sides, both ways."""
+        for a in side_a:
+            for b in side_b:
+                self.link(a, b).dropped = True
+                self.link(b, a).dropped = True
+
+    def heal(self) -> None:
+        """Undo every partition, drop and delay."""
+        for link in self._links.values():
+            link.dropped = False
+            link.extra_delay = 0.0
+
+    # Delivery -------------------------------------------------------------
+
+    def transmit(self, sender: str, receiver: str, frame: bytes) -> None:
+        link = self.link(sender, receiver)
+        if link.dropped:
+            return
+        low, high = self.latency_s
+        arrival = self.clock.seconds() + self.random.uniform(low, high) + link.extra_delay
+        # FIFO per channel, like a TCP connection.
+        arrival = max(arrival, link.last_delivery)
+        link.last_delivery = arrival
+        self.clock.callLater(
+            arrival - self.clock.seconds(), self._deliver, sender, receiver, frame
+        )
+
+    def _deliver(self, sender: str, receiver: str, frame: bytes) -> None:
+        node = self.nodes.get(receiver)
+        if node is None or not node.alive:
+            self.undeliverable.append((sender, receiver, "no live node"))
+            return
+        delay = node.stalled_until - self.clock.seconds()
+        if delay > 0:
+            # Queue behind the stall; a later message of the same channel
+            # was scheduled later still, so order is kept.
+            link = self.link(sender, receiver)
+            link.last_delivery = max(link.last_delivery, node.stalled_until)
+            self.clock.callLater(delay, self._deliver, sender, receiver, frame)
+            return
+        try:
+            message = codec.decode_wire(frame)
+        except codec.BadMessage as e:
+            self.undeliverable.append((sender, receiver, str(e)))
+            return
+        assert node.machine is not None
+        node.machine.receive(sender, message)
+
+    def run_until(self, done: Callable[[], bool], deadline_s: float) -> bool:
+        """Advance the clock event by event until C{done()} or the deadline."""
+        clock = self.clock
+        while not done():
+            calls = clock.getDelayedCalls()
+            if not calls:
+                return False
+            next_time = min(call.getTime() for call in calls)
+            if next_time > deadline_s:
+                clock.advance(deadline_s - clock.seconds())
+                return done()
+            clock.advance(max(0.0, next_time - clock.seconds()))
+        return True
+
+
+@define
+class SimulatedCluster:
+    """A whole case wired up in a L{SimulatedNetwork}, ready to run."""
+
+    case: Case
+    seed: int
+    network: SimulatedNetwork
+    olympus: Olympus
+    replicas: list[Replica]
+    clients: list[Client]
+    driver: Driver
+    outcomes: dict[int, ClientOutcome] = field(factory=dict)
+    report: Optional[RunReport] = None
+    all_done_at: Optional[float] = None
+
+
+def _observers_for(log_dir: Optional[str], stem: str, files: list[Any]) -> list[ILogObserver]:
+    if log_dir is None:
+        return []
+    json_file = open(os.path.join(log_dir, f"{stem}.json"), "a", encoding="utf-8")
+    text_file = open(os.path.join(log_dir, f"{stem}.log"), "a", encoding="utf-8")
+    files.extend([json_file, text_file])
+    return [jsonFileLogObserver(json_file), textFileLogObserver(text_file)]
+
+
+def build_cluster(
+    case: Case,
+    seed: int,
+    log_dir: Optional[str] = None,
+    spares: int = 0,
+    open_files: Optional[list[Any]] = None,
+    extra_observers: Optional[list[ILogObserver]] = None,
+) -> SimulatedCluster:
+    """Create every node of C{case} (2t+1 replicas plus C{spares} spares)."""
+    files = open_files if open_files is not None else []
+    network = SimulatedNetwork(seed)
+    extra = list(extra_observers or [])
+
+    def node(address: str, stem: str) -> SimulatedNode:
+        return network.add_node(address, _observers_for(log_dir, stem, files) + extra)
+
+    olympus_key = seeded_key(seed, "olympus")
+    olympus = Olympus(node("olympus", f"{case.name}-olympus"), case, olympus_key)
+    replicas = []
+    for n in range(2 * case.t + 1 + spares):
+        address = f"spare-{n}"
+        replica = Replica(
+            node(address, f"{case.name}-{address}"),
+            seeded_key(seed, address),
+            "olympus",
+            olympus_key.verify_key_bytes,
+            fault_injection=True,
+        )
+        replicas.append(replica)
+    cluster = SimulatedCluster(
+        case=case, seed=seed, network=network, olympus=olympus, replicas=replicas,
+        clients=[], driver=None,  # type: ignore[arg-type]
+    )
+
+    def on_finished(outcome: ClientOutcome) -> None:
+        cluster.outcomes[outcome.index] = outcome
+        if len(cluster.outcomes) == case.num_client:
+            cluster.all_done_at = network.clock.seconds()
+            cluster.driver.finish("every client has finished")
+
+    def on_report(report: RunReport) -> None:
+        cluster.report = report
+
+    for index, operations in enumerate(case.workloads):
+        address = f"client-{index}"
+        cluster.clients.append(
+            Client(
+                node(address, f"{case.name}-{address}"),
+                index,
+                list(operations),
+                seeded_key(seed, address),
+                "olympus",
+                olympus_key.verify_key_bytes,
+                case.client_timeout_ms,
+                on_finished,
+            )
+        )
+    cluster.driver = Driver(node("driver", f"{case.name}-driver"), "olympus", olympus_key, on_report)
+    for address, machine in [("olympus", olympus), ("driver", cluster.driver)] + [
+        (m._env.address, m) for m in replicas + cluster.clients  # type: ignore[attr-defined]
+    ]:
+        network.nodes[address].machine = machine
+    return cluster
+
+
+def default_deadline_s(case: Case) -> float:
+    """A simulated-time bound for a run: generous, but finite."""
+    requests = sum(len(w) for w in case.workloads)
+    timeouts = max(case.client_timeout_ms, case.head_timeout_ms, case.nonhead_timeout_ms)
+    return 60.0 + requests * 0.05 + 10 * timeouts / 1000
+
+
+def simulate(
+    case: Case,
+    seed: int = 0,
+    log_dir: Optional[str] = None,
+    deadline_s: Optional[float] = None,
+    prepare: Optional[Callable[[SimulatedCluster], None]] = None,
+) -> dict[str, Any]:
+    """Run C{case} in simulation and return its summary (DESIGN §4)."""
+    files: list[Any] = []
+    if log_dir is not None:
+        os.makedirs(log_dir, exist_ok=True)
+    try:
+        cluster = build_cluster(case, seed, log_dir, open_files=files)
+        if prepare is not None:
+            prepare(cluster)
+        deadline = deadline_s if deadline_s is not None else default_deadline_s(case)
+        for machine in [cluster.olympus, *cluster.replicas, *cluster.clients]:
+            machine.start()
+        finished = cluster.network.run_until(lambda: cluster.report is not None, deadline)
+        errors = []
+        if not finished:
+            errors.append(
+                f"deadline of {deadline:.1f} s (simulated) passed before the run ended"
+            )
+        elapsed = cluster.all_done_at if cluster.all_done_at is not None else cluster.network.clock.seconds()
+        return build_summary(
+            case,
+            "simulation",
+            [client.outcome for client in cluster.clients],
+            cluster.report,
+            elapsed,
+            errors,
+        )
+    finally:
+        for f in files:
+            f.close()
