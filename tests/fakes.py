@@ -342,14 +342,13 @@ def make_shuttle(
 def make_result_shuttle(
     configuration: Configuration, slot: int, signed_request: Signed, result: str
 ) -> ResultShuttle:
-    """A correct result shuttle with complete proofs."""
+    """A correct result shuttle with a complete result proof."""
     length = len(configuration.replicas)
     return ResultShuttle(
         configuration.number,
         slot,
         signed_request,
         result,
-        order_proof(configuration, slot, signed_request, length),
         result_proof(configuration, slot, signed_request, result, length),
     )
 

@@ -215,14 +215,16 @@ class ResultMessage:
 
 @frozen
 class ResultShuttle:
-    """Backward shuttle, tail to head: complete result and order proofs."""
+    """
+    Backward shuttle, tail to head: the result and its complete result
+    proof.  It carries no order proof (see docs/DECISIONS.md).
+    """
 
     TAG: ClassVar[int] = 24
     configuration: int
     slot: int
     request: Signed
     result: str
-    order_proof: tuple[Signed, ...]
     result_proof: tuple[Signed, ...]
 
 

@@ -670,7 +670,7 @@ class Replica:
             )
             return
         result_shuttle = ResultShuttle(
-            number, slot, signed, result, order_proof, result_proof
+            number, slot, signed, result, result_proof
         )
         # To the client first, then the result shuttle (SPEC §5 step 4).
         self._send_result_to_client(result_shuttle)
@@ -744,11 +744,6 @@ class Replica:
         client_key = (request.client, request.seq)
         self._my_result_hashes.pop(shuttle.slot, None)
         self._cache_result(client_key, shuttle)
-        entry = self.history.get(shuttle.slot)
-        if entry is not None:
-            self.history[shuttle.slot] = HistoryEntry(
-                shuttle.slot, entry.request, shuttle.order_proof
-            )
         if self._stop_awaiting(client_key):
             self._send_result_to_client(shuttle)
         if self.is_head:
@@ -771,8 +766,6 @@ class Replica:
         length = len(self._keys)
         if len(shuttle.result_proof) != length:
             return f"result proof has {len(shuttle.result_proof)} of {length} statements"
-        if len(shuttle.order_proof) != length:
-            return f"order proof has {len(shuttle.order_proof)} of {length} statements"
         own_hash = self._my_result_hashes.get(shuttle.slot)
         if own_hash is None:
             existing = self.history.get(shuttle.slot)
@@ -786,24 +779,15 @@ class Replica:
             number, shuttle.slot, request.client, request.seq, request.operation,
             own_hash,
         )
-        expected_order = OrderStatement(
-            number, shuttle.slot, request.client, request.seq, request.operation
-        )
         try:
             results = check_statements(
                 self._verifier, shuttle.result_proof, self._keys, ResultStatement
-            )
-            orders = check_statements(
-                self._verifier, shuttle.order_proof, self._keys, OrderStatement
             )
         except ProofError as e:
             return str(e)
         for position, statement in enumerate(results):
             if statement != expected_result:
                 return f"result statement {position} contradicts the result"
-        for position, order in enumerate(orders):
-            if order != expected_order:
-                return f"order statement {position} contradicts the request"
         return None
 
     # ------------------------------------------------------------------
