@@ -42,6 +42,9 @@ def outcome(
         slots=list(slots),
         latencies_s=list(latencies_s if latencies_s is not None else [0.001] * len(results)),
         finished=len(results) == len(CASE.workloads[index]),
+        # Client 0 works from 0.0 to 1.5 s, client 1 from 0.5 to 2.0 s.
+        first_sent_at=0.5 * index if results else None,
+        last_accepted_at=1.5 + 0.5 * index if results else None,
     )
 
 
@@ -88,6 +91,7 @@ class SummaryTests(SynchronousTestCase):
         self.assertEqual(summary["final_state"], FINAL)
         self.assertEqual(summary["configurations"], 1)
         self.assertEqual(summary["requests"], 6)
+        self.assertEqual(summary["workload_s"], 2.0)
         self.assertEqual(summary["throughput_ops_s"], 3.0)
         self.assertEqual((summary["case"], summary["mode"]), ("checking_case", "simulation"))
         self.assertEqual(
@@ -225,9 +229,10 @@ class SummaryTests(SynchronousTestCase):
         latency = self.summary(outcomes)["latency_ms"]
         self.assertEqual(latency, {"p50": 3.0, "p90": 10.0, "p99": 10.0, "max": 10.0})
 
-    def test_zero_elapsed(self) -> None:
-        """A zero elapsed time gives a throughput of 0, not a division error."""
-        self.assertEqual(self.summary(elapsed_s=0.0)["throughput_ops_s"], 0.0)
+    def test_no_workload_time(self) -> None:
+        """Clients that never sent anything give a workload time and throughput of 0, not a division error."""
+        summary = self.summary([outcome(0, [], []), outcome(1, [], [])], elapsed_s=0.0)
+        self.assertEqual((summary["workload_s"], summary["throughput_ops_s"]), (0.0, 0.0))
 
 
 class PercentileTests(SynchronousTestCase):

@@ -90,6 +90,13 @@ def replay_in_slot_order(
     return state
 
 
+def _workload_time(outcomes: Sequence[ClientOutcome]) -> float:
+    """From the first request sent to the last result accepted, start-up aside."""
+    starts = [o.first_sent_at for o in outcomes if o.first_sent_at is not None]
+    ends = [o.last_accepted_at for o in outcomes if o.last_accepted_at is not None]
+    return max(ends) - min(starts) if starts and ends else 0.0
+
+
 def build_summary(
     case: Case,
     mode: str,
@@ -173,13 +180,15 @@ def build_summary(
 
     latencies = sorted(l * 1000 for o in outcomes for l in o.latencies_s)
     requests = sum(o.accepted for o in outcomes)
+    workload_s = _workload_time(outcomes)
     return {
         "case": case.name,
         "mode": mode,
         "ok": not errors,
         "elapsed_s": round(elapsed_s, 4),
+        "workload_s": round(workload_s, 4),
         "requests": requests,
-        "throughput_ops_s": round(requests / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "throughput_ops_s": round(requests / workload_s, 1) if workload_s > 0 else 0.0,
         "latency_ms": {
             "p50": round(percentile(latencies, 0.50), 3),
             "p90": round(percentile(latencies, 0.90), 3),

@@ -25,8 +25,6 @@ from twisted.logger import (
     ILogObserver,
     LogPublisher,
     Logger,
-    jsonFileLogObserver,
-    textFileLogObserver,
 )
 from zope.interface import implementer
 
@@ -38,6 +36,7 @@ from twisted_bcr.core.driver import Driver
 from twisted_bcr.core.olympus import Olympus
 from twisted_bcr.core.replica import Replica
 from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
 
 #: One-way message latency range of the simulated network, in seconds.
@@ -227,13 +226,12 @@ class SimulatedCluster:
     all_done_at: Optional[float] = None
 
 
-def _observers_for(log_dir: Optional[str], stem: str, files: list[Any]) -> list[ILogObserver]:
+def _observers_for(log_dir: Optional[str], stem: str, files: list[LogFiles]) -> list[ILogObserver]:
     if log_dir is None:
         return []
-    json_file = open(os.path.join(log_dir, f"{stem}.json"), "a", encoding="utf-8")
-    text_file = open(os.path.join(log_dir, f"{stem}.log"), "a", encoding="utf-8")
-    files.extend([json_file, text_file])
-    return [jsonFileLogObserver(json_file), textFileLogObserver(text_file)]
+    log_files = LogFiles(log_dir, stem)
+    files.append(log_files)
+    return [log_files]
 
 
 def build_cluster(

@@ -61,6 +61,10 @@ class ClientOutcome:
     configurations_seen: list[int] = field(factory=list)
     retransmissions: int = 0
     finished: bool = False
+    #: When the first request left and the last result was accepted
+    #: (the binding's clock), to measure workload time apart from start-up.
+    first_sent_at: Optional[float] = None
+    last_accepted_at: Optional[float] = None
 
     @property
     def accepted(self) -> int:
@@ -226,6 +230,8 @@ class Client:
         request = Request(self.index, seq, Operation(name, args))
         self._signed_request = crypto.sign(self._key, request)
         self._sent_at = self._env.now()
+        if self.outcome.first_sent_at is None:
+            self.outcome.first_sent_at = self._sent_at
         self._send_to_head()
 
     def _send_to_head(self) -> None:
@@ -295,7 +301,9 @@ class Client:
     def _accept(self, message: ResultMessage, problems: list[str]) -> None:
         seq = self.outcome.accepted
         name, args = self.outcome.operations[seq]
-        latency = self._env.now() - self._sent_at
+        now = self._env.now()
+        latency = now - self._sent_at
+        self.outcome.last_accepted_at = now
         expected_by_model = apply_operation(self._model, name, args)
         self._env.cancel_timer(_REQUEST_TIMER)
         self._signed_request = None

@@ -85,6 +85,11 @@ class FrameProtocol(Int32StringReceiver):
 
     def connectionMade(self) -> None:
         self.peer = peer_name(self.transport.getPeer())  # type: ignore[union-attr]
+        # Frames are small and latency-bound (a request crosses 2t+2 hops):
+        # Nagle's algorithm with delayed ACKs would hold each one up to 40 ms.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
 
     # -- receiving --------------------------------------------------------
 

@@ -1,0 +1,285 @@
+"""
+End-to-end tests with real processes (DESIGN §5, level 5): C{bcr run} of a
+case with Olympus and the replicas as C{twistd} children, hostile bytes sent
+to a live replica, and the installed daemons' command lines.
+
+These are slow (a second or two each); keep them few.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any, Callable, cast
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import eventsFromJSONLogFile
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_bcr import codec, crypto
+from twisted_bcr.config import parse_case
+from twisted_bcr.launch import (
+    ReadyInfo,
+    _child_environment,
+    _write_case_file,
+    case_file_text,
+    case_stem,
+    run_case,
+    run_case_blocking,
+    twistd_command,
+)
+from twisted_bcr.messages import ClientRequest, Operation, Request
+from twisted_bcr.net.node import parse_address
+
+CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "cases")
+FAILURE_FREE = os.path.join(CASES, "failure_free.txt")
+
+#: Bound on a whole run in these tests (the runs take a few seconds).
+RUN_DEADLINE_S = 60.0
+#: Bound on any single wait inside a test.
+WAIT_S = 15.0
+
+
+def read_events(path: str) -> list[dict[str, Any]]:
+    """The complete events of a JSON log file that may still be written to."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return []
+    events = []
+    for record in text.split("\x1e"):
+        if not record.endswith("\n"):
+            continue
+        try:
+            events.append(json.loads(record))
+        except ValueError:
+            continue
+    return events
+
+
+def poll(predicate: Callable[[], bool], seconds: float = WAIT_S) -> Deferred[Any]:
+    """Fires once C{predicate()} holds; fails with TimeoutError after C{seconds}."""
+    from twisted.internet import reactor
+
+    deadline = reactor.seconds() + seconds
+
+    def check() -> None:
+        if predicate():
+            loop.stop()
+        elif reactor.seconds() > deadline:
+            raise TimeoutError(f"condition not met within {seconds} s")
+
+    loop = LoopingCall(check)
+    return loop.start(0.05, now=True)
+
+
+class _Sender(Protocol):
+    """Writes some bytes, optionally closes, and notes when the connection ends."""
+
+    def __init__(self, data: bytes, close: bool) -> None:
+        self.data = data
+        self.close = close
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)  # type: ignore[union-attr]
+        if self.close:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.ended.callback(None)
+
+
+def spawned_pids(log_dir: str) -> list[int]:
+    """The pids of every child the launcher started, from its JSON log."""
+    path = os.path.join(log_dir, "failure_free-launcher.json")
+    with open(path, encoding="utf-8") as f:
+        return [e["pid"] for e in eventsFromJSONLogFile(f) if e.get("event") == "bcr.spawn"]
+
+
+class RunCaseTests(TestCase):
+    """C{bcr run} of real cases."""
+
+    timeout = 120
+
+    def assert_no_process_left(self, log_dir: str) -> None:
+        pids = spawned_pids(log_dir)
+        self.assertGreaterEqual(len(pids), 4)
+        for pid in pids:
+            with self.assertRaises(ProcessLookupError, msg=f"pid {pid} still exists"):
+                os.kill(pid, 0)
+
+    def assert_failure_free_results(self, summary: dict[str, Any]) -> None:
+        self.assertEqual(summary["errors"], [])
+        self.assertTrue(summary["ok"])
+        self.assertEqual(summary["mode"], "processes")
+        self.assertEqual(
+            [client["results"] for client in summary["clients"]],
+            [
+                ["", "OK", "fail", "hockey", "fail", "OK", "fail", "OK", "OK", "OK"],
+                ["OK", "OK", "star wars"],
+                ["OK", "OK", "luke"],
+            ],
+        )
+        self.assertEqual(summary["configurations"], 1)
+        self.assertTrue(summary["replicas_agree"])
+        self.assertTrue(summary["linearizable"])
+
+    def test_failure_free(self) -> None:
+        """
+        C{bcr run} of the failure-free case (in its own interpreter, as the
+        script does it) passes, the tail logs every result it sends, and no
+        process is left behind.
+        """
+        log_dir = os.path.abspath(self.mktemp())
+        summary = run_case_blocking(FAILURE_FREE, log_dir, RUN_DEADLINE_S)
+        self.assert_failure_free_results(summary)
+        with open(os.path.join(log_dir, "summary.json"), encoding="utf-8") as f:
+            self.assertEqual(json.load(f), summary)
+        with open(os.path.join(log_dir, "failure_free-replica-0.2.log"), encoding="utf-8") as f:
+            self.assertEqual(f.read().count("result_message"), summary["requests"])
+        for position in range(3):
+            self.assertTrue(
+                os.path.exists(os.path.join(log_dir, f"failure_free-replica-0.{position}.json"))
+            )
+        self.assert_no_process_left(log_dir)
+
+    async def test_hostile_input(self) -> None:
+        """
+        Garbage, an oversized length prefix, a truncated frame and a forged
+        client request sent to a live replica are each logged as rejected,
+        and the run still passes.
+        """
+        from twisted.internet import reactor
+
+        log_dir = self.mktemp()
+        seen: dict[str, Any] = {}
+
+        async def attack(info: ReadyInfo) -> None:
+            target, target_log = info.replicas[1], info.replica_logs[1]
+            seen["log"] = target_log
+            host, port = parse_address(target)
+            forged = ClientRequest(
+                crypto.sign(
+                    crypto.KeyPair.generate(),
+                    Request(client=0, seq=999, operation=Operation("put", ("x", "y"))),
+                )
+            )
+            forged_frame = codec.encode(forged)
+            inputs = {
+                "garbage": (struct.pack(">I", 6) + b"\xffjunk!", True),
+                "oversized": (struct.pack(">I", 0xFFFFFF00) + b"x" * 16, False),
+                "truncated": (struct.pack(">I", 100) + b"abc", True),
+                "forged": (struct.pack(">I", len(forged_frame)) + forged_frame, True),
+            }
+            peers = {}
+            for name, (data, close) in inputs.items():
+                sender = _Sender(data, close)
+                await connectProtocol(TCP4ClientEndpoint(reactor, host, port), sender)
+                local = cast(IPv4Address, sender.transport.getHost())  # type: ignore[union-attr]
+                peers[name] = f"{local.host}:{local.port}"
+                # The replica aborts the oversized one itself.
+                await sender.ended.addTimeout(WAIT_S, reactor)
+            seen["peers"] = peers
+
+            def all_rejected() -> bool:
+                rejected = {
+                    e.get("peer") for e in read_events(target_log)
+                    if e.get("event") == "bcr.rejected"
+                }
+                return set(peers.values()) <= rejected
+
+            await poll(all_rejected)
+
+        summary = await run_case(
+            reactor, FAILURE_FREE, log_dir, RUN_DEADLINE_S, on_ready=attack
+        )
+        self.assert_failure_free_results(summary)
+        rejections = {
+            e["peer"]: e["reason"]
+            for e in read_events(seen["log"])
+            if e.get("event") == "bcr.rejected"
+        }
+        peers = seen["peers"]
+        self.assertIn("tag", rejections[peers["garbage"]])
+        self.assertIn("oversized", rejections[peers["oversized"]])
+        self.assertIn("truncated", rejections[peers["truncated"]])
+        self.assertIn("client request", rejections[peers["forged"]])
+        self.assert_no_process_left(log_dir)
+
+
+class CaseFileTests(SynchronousTestCase):
+    """The launcher's copy of a case, which Olympus reads."""
+
+    def test_round_trip(self) -> None:
+        """Every shipped case reads back from its copy as the same case."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        names = sorted(n for n in os.listdir(CASES) if n.endswith(".txt"))
+        self.assertIn("failure_free.txt", names)
+        for name in names:
+            case = parse_case(os.path.join(CASES, name))
+            copy = os.path.join(directory, name.replace(".txt", ".case.txt"))
+            _write_case_file(case, copy)
+            self.assertEqual(case_stem(parse_case(copy)), case_stem(case))
+            with open(copy, encoding="utf-8") as f:
+                self.assertEqual(f.read(), case_file_text(case))
+
+
+class DaemonCommandLineTests(TestCase):
+    """The installed twistd subcommands' options."""
+
+    timeout = 60
+
+    async def twistd(self, *arguments: str) -> tuple[str, int]:
+        from twisted.internet import reactor
+
+        command = twistd_command()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        d = getProcessOutputAndValue(
+            command[0], command[1:] + list(arguments), env=_child_environment(),
+            path=directory,
+        )
+        out, err, status = await d.addTimeout(WAIT_S, reactor)
+        return (out + err).decode("utf-8", "replace"), status
+
+    async def test_replica_help(self) -> None:
+        """C{twistd bcr-replica --help} lists every option."""
+        output, status = await self.twistd("bcr-replica", "--help")
+        self.assertEqual(status, 0)
+        for option in [
+            "--olympus=", "--olympus-key=", "--listen=", "--advertise=", "--name=",
+            "--port-file=", "--log-dir=", "--max-frame=", "--enable-fault-injection",
+        ]:
+            self.assertIn(option, output)
+
+    async def test_olympus_help(self) -> None:
+        """C{twistd bcr-olympus --help} lists every option."""
+        output, status = await self.twistd("bcr-olympus", "--help")
+        self.assertEqual(status, 0)
+        for option in [
+            "--case=", "--name=", "--listen=", "--advertise=", "--key-file=",
+            "--port-file=", "--log-dir=", "--max-frame=",
+        ]:
+            self.assertIn(option, output)
+
+    async def test_bad_options(self) -> None:
+        """A bad option or case file ends with one error line and status 1."""
+        for arguments, expected in [
+            (("bcr-replica", "--olympus", "nowhere", "--olympus-key", "00" * 32), "--olympus"),
+            (("bcr-olympus", "--case", "/nonexistent"), "cannot read case file"),
+        ]:
+            output, status = await self.twistd("-n", "--pidfile=", *arguments)
+            self.assertEqual(status, 1, output)
+            last = output.strip().splitlines()[-1]
+            self.assertIn(expected, last)
+            self.assertNotIn("Traceback", output)

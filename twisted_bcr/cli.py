@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{bcr} console script (DESIGN §4): C{run}, C{simulate} and C{bench}.
+
+Every command prints a one-line C{bcr: ...} error and exits 1 on bad input,
+before anything is started; C{run} and C{simulate} exit 0 exactly when the
+run passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from twisted_bcr.config import CaseError, Case, parse_case
+
+#: The case the README's quick start runs.
+DEFAULT_CASE = os.path.join("etc", "cases", "failure_free.txt")
+
+
+class UsageProblem(Exception):
+    """Bad input from the command line, reported as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bcr", description="Byzantine Chain Replication on Twisted."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run a case with real twistd processes on this host"
+    )
+    run.add_argument("case", nargs="?", default=DEFAULT_CASE, help="course-format case file")
+    run.add_argument("--summary", help="where to write the summary JSON")
+    run.add_argument("--log-dir", help="directory for every process's logs")
+    run.add_argument("--deadline", type=float, help="seconds before the run is abandoned")
+    run.add_argument(
+        "--hosts",
+        help="';'-separated addresses replicas bind to instead of 127.0.0.1 "
+        "(the case file's hosts are reported but never used unless given here)",
+    )
+    run.add_argument("--quiet", action="store_true", help="print only PASS/FAIL")
+
+    simulate = commands.add_parser(
+        "simulate", help="run a case in the deterministic simulation"
+    )
+    simulate.add_argument("case", nargs="?", default=DEFAULT_CASE)
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the simulated run")
+    simulate.add_argument("--summary", help="where to write the summary JSON")
+    simulate.add_argument("--log-dir", help="directory for every node's logs")
+    simulate.add_argument("--deadline", type=float, help="simulated seconds before giving up")
+    simulate.add_argument("--quiet", action="store_true")
+
+    bench = commands.add_parser(
+        "bench", help="measure throughput and latency with real processes"
+    )
+    bench.add_argument(
+        "case", nargs="?", default=os.path.join("etc", "cases", "perform900.txt")
+    )
+    bench.add_argument("--runs", type=int, default=3, help="how many runs (median reported)")
+    bench.add_argument("--clients", type=int, help="override the number of clients")
+    bench.add_argument("--requests", type=int, help="pseudorandom requests per client")
+    bench.add_argument("--t", type=int, help="override t")
+    bench.add_argument("--output", help="where to write the benchmark JSON")
+    bench.add_argument("--log-dir", help="directory for the runs' logs")
+    return parser
+
+
+def _load_case(path: str) -> Case:
+    try:
+        return parse_case(path)
+    except CaseError as e:
+        raise UsageProblem(str(e)) from None
+
+
+def _write_json(path: Optional[str], document: Any) -> None:
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def _print_summary(summary: dict[str, Any], quiet: bool) -> None:
+    if not quiet:
+        print(json.dumps(summary, indent=2))
+    verdict = "PASS" if summary["ok"] else "FAIL"
+    print(
+        f"{verdict}: {summary['case']} ({summary['mode']}): {summary['requests']} "
+        f"requests in {summary['elapsed_s']} s, {summary['configurations']} "
+        f"configuration(s), {len(summary['errors'])} error(s)"
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from twisted_bcr.simulation import simulate
+
+    case = _load_case(args.case)
+    summary = simulate(case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline)
+    _write_json(args.summary, summary)
+    _print_summary(summary, args.quiet)
+    return 0 if summary["ok"] else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from twisted_bcr import launch
+
+    case = _load_case(args.case)
+    hosts = [h.strip() for h in args.hosts.split(";") if h.strip()] if args.hosts else None
+    summary = launch.run_case_blocking(
+        case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts
+    )
+    _write_json(args.summary, summary)
+    _print_summary(summary, args.quiet)
+    return 0 if summary["ok"] else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from twisted_bcr import bench
+
+    case = _load_case(args.case)
+    if args.runs < 1:
+        raise UsageProblem("--runs must be at least 1")
+    try:
+        case = bench.scaled_case(case, clients=args.clients, requests=args.requests, t=args.t)
+    except ValueError as e:
+        raise UsageProblem(str(e)) from None
+    result = bench.run_benchmark(case, runs=args.runs, log_dir=args.log_dir)
+    _write_json(args.output, result)
+    print(json.dumps(result, indent=2))
+    return 0 if result["ok"] else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the C{bcr} script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "run":
+            return _run(args)
+        return _bench(args)
+    except UsageProblem as e:
+        print(f"bcr: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bcr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_processes -*-
+"""
+What the twistd subcommands of L{twisted_bcr.olympus.tap} and
+L{twisted_bcr.replica.tap} share: the node options (where to listen, what to
+advertise, where logs and the port file go, the frame limit), their
+validation, and the service that runs one machine on a L{TcpNode}.
+
+Everything is checked in C{postOptions}, so a bad option ends twistd with a
+one-line C{twistd: ...} error and status 1 before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from typing import Any, Callable, Optional
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from twisted_bcr import crypto
+from twisted_bcr.interfaces import IMachine
+from twisted_bcr.net.framing import DEFAULT_MAX_FRAME
+from twisted_bcr.net.node import DEFAULT_LISTEN, TcpNode, parse_address
+
+__all__ = [
+    "NodeOptions",
+    "check_address",
+    "check_name",
+    "load_or_create_key",
+    "node_service",
+    "read_verify_key_option",
+]
+
+#: Frames smaller than this could not carry a configuration of one replica.
+MINIMUM_MAX_FRAME = 1024
+
+
+class NodeOptions(usage.Options):
+    """Options every BCR daemon has; subclasses add their own and extend postOptions."""
+
+    optParameters: list[list[Any]] = [
+        ["listen", None, DEFAULT_LISTEN, "Server endpoint to listen on."],
+        [
+            "advertise", None, None,
+            "Host other processes use to reach this one "
+            "[default: the listen interface, or 127.0.0.1 for a wildcard].",
+        ],
+        [
+            "port-file", None, None,
+            "Write HOST:PORT to this file (atomically) once listening and started.",
+        ],
+        ["log-dir", None, ".", "Directory for the JSON and text log files."],
+        [
+            "max-frame", None, DEFAULT_MAX_FRAME,
+            "Largest frame accepted or sent, in bytes.", int,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            serverFromString(None, self["listen"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(f"--listen {self['listen']!r}: {e}") from None
+        advertise = self["advertise"]
+        if advertise is not None and (
+            not advertise or any(c.isspace() or c in "/[]" for c in advertise)
+        ):
+            raise usage.UsageError(f"--advertise {advertise!r}: not a host name or address")
+        if self["max-frame"] < MINIMUM_MAX_FRAME:
+            raise usage.UsageError(f"--max-frame must be at least {MINIMUM_MAX_FRAME} bytes")
+        log_dir = self["log-dir"]
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"--log-dir {log_dir!r}: {e.strerror}") from None
+        if not os.access(log_dir, os.W_OK | os.X_OK):
+            raise usage.UsageError(f"--log-dir {log_dir!r}: not writable")
+        port_file = self["port-file"]
+        if port_file is not None:
+            directory = os.path.dirname(os.path.abspath(port_file))
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise usage.UsageError(f"--port-file {port_file!r}: directory not writable")
+
+
+def check_address(option: str, value: Optional[str]) -> str:
+    """C{value} if it is a C{host:port} address; otherwise a UsageError."""
+    if value is None:
+        raise usage.UsageError(f"--{option} HOST:PORT is required")
+    try:
+        parse_address(value)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
+    return value
+
+
+def check_name(name: str) -> str:
+    """C{name} if it can be a log file stem; otherwise a UsageError."""
+    if not name or name.startswith(".") or any(
+        c not in string.ascii_letters + string.digits + "._-" for c in name
+    ):
+        raise usage.UsageError(f"--name {name!r}: use letters, digits, '.', '_', '-'")
+    return name
+
+
+def read_verify_key_option(option: str, value: Optional[str]) -> bytes:
+    """A public key given as 64 hex digits or as the path of a C{.pub} file."""
+    if value is None:
+        raise usage.UsageError(f"--{option} HEX|PATH is required")
+    if len(value) == 2 * crypto.VERIFY_KEY_BYTES and all(
+        c in string.hexdigits for c in value
+    ):
+        return bytes.fromhex(value)
+    try:
+        return crypto.read_verify_key(value)
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else str(e)
+        raise usage.UsageError(
+            f"--{option} {value!r}: neither 64 hex digits nor a readable .pub file"
+            f" ({reason})"
+        ) from None
+
+
+def load_or_create_key(path: str) -> crypto.KeyPair:
+    """
+    The key pair saved at C{path}, or a new one saved there (with its
+    C{.pub}) if there is no such file.  Raises a UsageError naming the file.
+    """
+    if os.path.exists(path):
+        try:
+            return crypto.KeyPair.load(path)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--key-file {path!r}: {e}") from None
+    key = crypto.KeyPair.generate()
+    try:
+        key.save(path)
+    except OSError as e:
+        raise usage.UsageError(f"--key-file {path!r}: {e.strerror}") from None
+    return key
+
+
+def node_service(
+    options: NodeOptions,
+    name: str,
+    log_stem: str,
+    machine_factory: Callable[[TcpNode], IMachine],
+) -> IService:
+    """The service tree of a daemon: one L{TcpNode} running one machine."""
+    from twisted.internet import reactor
+
+    node = TcpNode(
+        reactor,
+        name,
+        listen=options["listen"],
+        advertise=options["advertise"],
+        log_dir=options["log-dir"],
+        log_stem=log_stem,
+        max_frame=options["max-frame"],
+        port_file=options["port-file"],
+    )
+    node.attach_factory(machine_factory)
+    top = MultiService()
+    node.setServiceParent(top)
+    return top

@@ -1,0 +1,608 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+The processes binding (DESIGN §2): one core machine bound to real TCP.
+
+A L{TcpNode} is the L{IEnvironment} of exactly one machine (a replica,
+Olympus, a client or the driver).  It listens on one endpoint and hands every
+decoded inbound frame to C{machine.receive}; it keeps one lazily opened
+outbound connection per destination address, so messages from this node to
+one peer arrive in the order they were sent (SPEC §1: channels are FIFO); it
+runs the machine's timers on an injected clock; it writes the machine's log
+to its own JSON and text files; and it carries out the machine's
+process-control requests: a graceful exit flushes what is queued and stops
+the reactor, a crash is an immediate C{os._exit}, and a stall really blocks
+this process.
+
+Nothing the network or the machine does raises out of the node: a send to a
+dead or unreachable peer is logged and the message lost, and an exception
+raised by the machine while handling a message or a timer is logged with its
+traceback and counted in L{TcpNode.machine_errors}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Any, Callable, Optional, Sequence
+
+from attrs import define, field
+from twisted.application.service import Service
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    serverFromString,
+)
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import (
+    ILogObserver,
+    LogPublisher,
+    Logger,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.logs import LogFiles
+from twisted_bcr.messages import message_name
+from twisted_bcr.net.framing import DEFAULT_MAX_FRAME, FrameProtocol, MessageHandler
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_MAX_QUEUE",
+    "TcpNode",
+    "advertised_host",
+    "parse_address",
+    "write_atomically",
+]
+
+#: Where a node listens unless told otherwise: any free port on loopback.
+DEFAULT_LISTEN = "tcp:0:interface=127.0.0.1"
+
+#: Messages queued for one peer while its connection is being made; more
+#: than that and the newest are dropped (and logged), like a full buffer.
+DEFAULT_MAX_QUEUE = 10_000
+
+#: How soon buffered log lines reach the files after they are written.
+LOG_FLUSH_DELAY_S = 0.2
+
+#: How long a graceful exit waits for outbound connections to drain.
+EXIT_FLUSH_S = 2.0
+
+#: How long an outbound connection attempt may take.
+CONNECT_TIMEOUT_S = 5.0
+
+#: How long L{TcpNode.close} waits for connections to close before aborting.
+CLOSE_TIMEOUT_S = 2.0
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """
+    Split C{"host:port"} (or C{"[v6host]:port"}) into host and port.
+
+    @raise ValueError: C{address} is not of that form.
+    """
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not host or not port_text.isdigit():
+        raise ValueError(f"not a host:port address: {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range: {address!r}")
+    return host, port
+
+
+def advertised_host(listening: IAddress, fallback: str = "127.0.0.1") -> str:
+    """The host part peers should use for C{listening}; wildcards become C{fallback}."""
+    host = getattr(listening, "host", "")
+    return fallback if host in _WILDCARDS else str(host)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace C{path} by a file holding C{text}, never half-written."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as output:
+        output.write(text)
+        output.flush()
+        os.fsync(output.fileno())
+    os.replace(temporary, path)
+
+
+class _NodeProtocol(FrameProtocol):
+    """A framed connection that tells its node when it is gone."""
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        max_length: int,
+        log: Logger,
+        on_lost: Callable[["_NodeProtocol", Failure], None],
+        destination: Optional[str] = None,
+    ) -> None:
+        super().__init__(on_message, max_length)
+        # Rejections and handler failures go to this node's own log files.
+        self._log = log
+        self._on_lost = on_lost
+        #: The address an outbound connection was made to (None if inbound).
+        self.destination = destination
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self._on_lost(self, reason)
+        self.lost.callback(None)
+
+
+class _InboundFactory(Factory):
+    """Builds the protocols of connections other nodes open to this one."""
+
+    noisy = False
+
+    def __init__(self, node: "TcpNode") -> None:
+        self._node = node
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> _NodeProtocol:
+        return self._node._inbound_protocol()
+
+
+class _OutboundFactory(Factory):
+    """Hands out the one protocol of an outbound connection (quietly)."""
+
+    noisy = False
+
+    def __init__(self, protocol: _NodeProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> _NodeProtocol:
+        return self._protocol
+
+
+@define
+class _Peer:
+    """The outbound connection to one address, and what waits for it."""
+
+    address: str
+    queue: deque[object] = field(factory=deque)
+    protocol: Optional[_NodeProtocol] = None
+    connecting: Optional[Deferred[Any]] = None
+    #: Close the connection as soon as the queue is written (graceful exit).
+    close_when_flushed: bool = False
+
+
+@implementer(IEnvironment)
+class TcpNode(Service):
+    """
+    The real-world environment of one core machine.
+
+    @ivar address: C{"host:port"} other nodes reach this one at; set by
+        L{listen}.
+    @ivar log: The machine's logger; its events go only to this node's files
+        and extra observers.
+    @ivar machine_errors: How many exceptions the machine raised while
+        handling a message or a timer.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        name: str,
+        *,
+        listen: str = DEFAULT_LISTEN,
+        advertise: Optional[str] = None,
+        log_dir: Optional[str] = None,
+        log_stem: Optional[str] = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        port_file: Optional[str] = None,
+        clock: Optional[IReactorTime] = None,
+        observers: Sequence[ILogObserver] = (),
+        stop_reactor: Optional[Callable[[], None]] = None,
+        exit_process: Callable[[int], Any] = os._exit,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        """
+        @param reactor: Provides C{IReactorTCP} (and C{IReactorTime} unless
+            C{clock} is given).
+        @param name: Names the node in logs (namespace C{bcr.<name>}).
+        @param listen: A server endpoint description.
+        @param advertise: The host peers must use; defaults to the host the
+            endpoint listens on (loopback for a wildcard).
+        @param log_dir: Where C{<log_stem>.json} and C{<log_stem>.log} go;
+            C{None} for no files.
+        @param port_file: Written with L{address} once the machine started.
+        @param stop_reactor: What a graceful exit finally calls; defaults to
+            C{reactor.stop}.
+        @param exit_process: What a crash calls with its status.
+        @param sleep: What a stall calls; blocking is the point.
+        """
+        self.setName(name)
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        self._listen_description = listen
+        self._advertise = advertise
+        self._max_frame = max_frame
+        self._max_queue = max_queue
+        self._port_file = port_file
+        self._stop_reactor = stop_reactor if stop_reactor is not None else reactor.stop
+        self._exit_process = exit_process
+        self._sleep = sleep
+
+        self.address = ""
+        self.machine: Optional[IMachine] = None
+        self._machine_factory: Optional[Callable[["TcpNode"], IMachine]] = None
+        self.machine_errors = 0
+        self._port: Optional[IListeningPort] = None
+        self._peers: dict[str, _Peer] = {}
+        self._inbound: set[_NodeProtocol] = set()
+        self._timers: dict[str, IDelayedCall] = {}
+        self._exiting = False
+        self._closed = False
+        self._starting: Optional[Deferred[None]] = None
+        #: Fires when a graceful exit has no outbound connection left.
+        self._drained: Deferred[None] = Deferred()
+
+        self._log_files: Optional[LogFiles] = None
+        self._log_flush: Optional[IDelayedCall] = None
+        publisher = LogPublisher(*observers)
+        if log_dir is not None:
+            self._log_files = LogFiles(log_dir, log_stem or name, self._schedule_log_flush)
+            publisher.addObserver(self._log_files)
+        self._publisher = publisher
+        self.log = Logger(namespace=f"bcr.{name}", observer=publisher)
+
+    # ------------------------------------------------------------------
+    # Life cycle
+
+    def attach(self, machine: IMachine) -> None:
+        """Bind C{machine}: it receives this node's messages and timers."""
+        self.machine = machine
+
+    def attach_factory(self, factory: Callable[["TcpNode"], IMachine]) -> None:
+        """
+        Bind the machine C{factory(node)} builds once L{address} is known
+        (a replica's name includes its address); used by L{startService}.
+        """
+        self._machine_factory = factory
+
+    async def listen(self) -> str:
+        """Start listening; set and return L{address}."""
+        endpoint = serverFromString(self._reactor, self._listen_description)
+        port = await endpoint.listen(_InboundFactory(self))
+        self._port = port
+        listening = port.getHost()
+        host = self._advertise or advertised_host(listening)
+        if ":" in host:
+            host = f"[{host}]"
+        self.address = f"{host}:{listening.port}"
+        self.log.info(
+            "{node} listening on {listen}, reachable at {address}",
+            node=self.name, listen=self._listen_description, address=self.address,
+            max_frame=self._max_frame, max_queue=self._max_queue, event="bcr.listening",
+        )
+        return self.address
+
+    def start_machine(self) -> None:
+        """Build (if need be) and start the machine; write the port file."""
+        if self.machine is None and self._machine_factory is not None:
+            self.machine = self._machine_factory(self)
+        if self.machine is None:
+            raise RuntimeError(f"{self.name}: no machine attached")
+        self.machine.start()
+        if self._port_file is not None:
+            write_atomically(self._port_file, self.address + "\n")
+
+    async def start(self) -> None:
+        """L{listen}, then L{start_machine}."""
+        await self.listen()
+        self.start_machine()
+
+    def startService(self) -> None:
+        """Listen and start the machine; a failure ends the process with status 1."""
+        super().startService()
+        self._starting = ensureDeferred(self.start())
+        self._starting.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Failure) -> None:
+        # In this node's log and twistd's own, where an operator looks first.
+        for log in (self.log, Logger()):
+            if failure.check(CannotListenError):
+                # An expected operational problem: one line, no traceback.
+                log.error(
+                    "{node} could not start: {reason}", node=self.name,
+                    reason=failure.getErrorMessage(), event="bcr.start_failed",
+                )
+            else:
+                log.failure(
+                    "{node} could not start", failure, node=self.name,
+                    event="bcr.start_failed",
+                )
+        self.exit(1, f"could not start: {failure.getErrorMessage()}")
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, close every connection, then the log files."""
+        super().stopService()
+        return ensureDeferred(self.close())
+
+    async def close(self) -> None:
+        """
+        Stop timers and listening, close (then, past a deadline, abort) every
+        connection, and close the log files.  Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for key in list(self._timers):
+            self.cancel_timer(key)
+        if self._port is not None:
+            port, self._port = self._port, None
+            await maybeDeferred(port.stopListening)
+        waiting: list[Deferred[None]] = []
+        for peer in list(self._peers.values()):
+            if peer.connecting is not None:
+                peer.connecting.cancel()
+            if peer.protocol is not None:
+                waiting.append(peer.protocol.lost)
+                peer.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        for inbound in list(self._inbound):
+            waiting.append(inbound.lost)
+            inbound.transport.loseConnection()  # type: ignore[union-attr]
+        if waiting:
+            await self._within(
+                DeferredList(waiting), CLOSE_TIMEOUT_S, self._abort_connections
+            )
+        self.log.info("{node} closed", node=self.name, event="bcr.closed")
+        self._close_logs()
+
+    def _abort_connections(self) -> None:
+        for protocol in [p.protocol for p in self._peers.values()] + list(self._inbound):
+            if protocol is not None:
+                protocol.transport.abortConnection()  # type: ignore[union-attr]
+
+    async def _within(
+        self, waiting: Deferred[Any], seconds: float, on_timeout: Callable[[], None]
+    ) -> None:
+        """Wait for C{waiting}, calling C{on_timeout} if it takes C{seconds}."""
+        call = self._reactor.callLater(seconds, on_timeout)
+        try:
+            await waiting
+        finally:
+            if call.active():
+                call.cancel()
+
+    def _close_logs(self) -> None:
+        if self._log_files is not None:
+            self._publisher.removeObserver(self._log_files)
+            self._log_files.close()
+            self._log_files = None
+        if self._log_flush is not None and self._log_flush.active():
+            self._log_flush.cancel()
+
+    def _schedule_log_flush(self) -> None:
+        # Writing through a buffer and flushing shortly after a burst keeps
+        # logging cheap while a run can still be followed as it goes.
+        if self._log_flush is None or not self._log_flush.active():
+            self._log_flush = self._clock.callLater(LOG_FLUSH_DELAY_S, self._flush_logs)
+
+    def _flush_logs(self) -> None:
+        if self._log_files is not None:
+            self._log_files.flush()
+
+    # ------------------------------------------------------------------
+    # IEnvironment: messages
+
+    def send(self, to: str, message: object) -> None:
+        """Send C{message} to C{to}; failures are logged, never raised."""
+        if self._closed or self._exiting:
+            self._send_failed(to, "this node is shutting down", 1)
+            return
+        peer = self._peers.get(to)
+        if peer is None:
+            peer = self._connect(to)
+            if peer is None:
+                return
+        if peer.protocol is not None:
+            self._write(peer.protocol, to, message)
+        elif len(peer.queue) >= self._max_queue:
+            self._send_failed(to, f"{self._max_queue} messages already queued", 1)
+        else:
+            peer.queue.append(message)
+
+    def _connect(self, to: str) -> Optional[_Peer]:
+        try:
+            endpoint = self._client_endpoint(to)
+        except ValueError as e:
+            self._send_failed(to, str(e), 1)
+            return None
+        peer = _Peer(to)
+        self._peers[to] = peer
+        protocol = _NodeProtocol(
+            self._deliver, self._max_frame, self.log, self._outbound_lost, to
+        )
+        peer.connecting = endpoint.connect(_OutboundFactory(protocol))
+        peer.connecting.addCallbacks(
+            self._connected, self._connect_failed, callbackArgs=(peer,),
+            errbackArgs=(peer,),
+        )
+        return peer
+
+    def _client_endpoint(self, address: str) -> IStreamClientEndpoint:
+        host, port = parse_address(address)
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(self._reactor, host, port, CONNECT_TIMEOUT_S)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(self._reactor, host, port, CONNECT_TIMEOUT_S)
+        return HostnameEndpoint(self._reactor, host, port, CONNECT_TIMEOUT_S)
+
+    def _connected(self, protocol: _NodeProtocol, peer: _Peer) -> None:
+        peer.connecting = None
+        peer.protocol = protocol
+        while peer.queue:
+            self._write(protocol, peer.address, peer.queue.popleft())
+        if peer.close_when_flushed or self._closed:
+            protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _connect_failed(self, failure: Failure, peer: _Peer) -> None:
+        if self._peers.get(peer.address) is peer:
+            del self._peers[peer.address]
+        dropped = len(peer.queue)
+        peer.queue.clear()
+        self._send_failed(peer.address, failure.getErrorMessage(), dropped)
+        self._maybe_drained()
+
+    def _outbound_lost(self, protocol: _NodeProtocol, reason: Failure) -> None:
+        address = str(protocol.destination)
+        peer = self._peers.get(address)
+        if peer is not None and peer.protocol is protocol:
+            del self._peers[address]
+        if reason.check(ConnectionDone) or self._exiting or self._closed:
+            self.log.info(
+                "{node}: connection to {peer} closed", node=self.name, peer=address,
+                event="bcr.connection_closed",
+            )
+        else:
+            self._send_failed(address, reason.getErrorMessage(), 0)
+        self._maybe_drained()
+
+    def _write(self, protocol: _NodeProtocol, to: str, message: object) -> None:
+        try:
+            protocol.send_message(message)
+        except Exception:
+            self.log.failure(
+                "{node} could not send {message_type} to {peer}",
+                node=self.name, message_type=message_name(message), peer=to,
+                event="bcr.send_failed",
+            )
+
+    def _send_failed(self, to: str, reason: str, dropped: int) -> None:
+        self.log.warn(
+            "{node}: sending to {peer} failed ({reason}); {dropped} message(s) lost",
+            node=self.name, peer=to, reason=reason, dropped=dropped,
+            event="bcr.send_failed",
+        )
+
+    # ------------------------------------------------------------------
+    # Inbound
+
+    def _inbound_protocol(self) -> _NodeProtocol:
+        protocol = _NodeProtocol(
+            self._deliver, self._max_frame, self.log, self._inbound_lost
+        )
+        self._inbound.add(protocol)
+        return protocol
+
+    def _inbound_lost(self, protocol: _NodeProtocol, reason: Failure) -> None:
+        self._inbound.discard(protocol)
+
+    def _deliver(self, peer: str, message: object) -> None:
+        machine = self.machine
+        if machine is None or self._closed:
+            self.log.warn(
+                "{node} dropped {message_type} from {peer}: no machine running",
+                node=self.name, message_type=message_name(message), peer=peer,
+                event="bcr.dropped",
+            )
+            return
+        try:
+            machine.receive(peer, message)
+        except Exception:
+            self.machine_errors += 1
+            self.log.failure(
+                "{node}: machine failed on {message_type} from {peer}",
+                node=self.name, message_type=message_name(message), peer=peer,
+                event="bcr.machine_error",
+            )
+
+    # ------------------------------------------------------------------
+    # IEnvironment: timers and clock
+
+    def start_timer(self, key: str, seconds: float) -> None:
+        self.cancel_timer(key)
+        self._timers[key] = self._clock.callLater(max(seconds, 0.0), self._fire, key)
+
+    def cancel_timer(self, key: str) -> None:
+        call = self._timers.pop(key, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        if self.machine is None or self._closed:
+            return
+        try:
+            self.machine.timer_expired(key)
+        except Exception:
+            self.machine_errors += 1
+            self.log.failure(
+                "{node}: machine failed on timer {key}", node=self.name, key=key,
+                event="bcr.machine_error",
+            )
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    # ------------------------------------------------------------------
+    # IEnvironment: process control
+
+    def exit(self, status: int, reason: str) -> None:
+        """
+        Status 0: write what is queued, close outbound connections (at most
+        L{EXIT_FLUSH_S}), then stop the reactor.  Otherwise: flush the logs
+        and end the process at once with C{status}.
+        """
+        self.log.info(
+            "{node} exits with status {status}: {reason}",
+            node=self.name, status=status, reason=reason, event="bcr.exit",
+        )
+        if status != 0:
+            self._flush_logs()
+            self._exit_process(status)
+            return
+        if self._exiting:
+            return
+        self._exiting = True
+        for key in list(self._timers):
+            self.cancel_timer(key)
+        for peer in self._peers.values():
+            peer.close_when_flushed = True
+            if peer.protocol is not None:
+                peer.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        self._maybe_drained()
+        deadline = self._reactor.callLater(EXIT_FLUSH_S, self._drain_timeout)
+        self._drained.addCallback(lambda _: deadline.cancel() if deadline.active() else None)
+        self._drained.addCallback(lambda _: self._stop_reactor())
+
+    def _maybe_drained(self) -> None:
+        if self._exiting and not self._peers and not self._drained.called:
+            self._drained.callback(None)
+
+    def _drain_timeout(self) -> None:
+        self.log.warn(
+            "{node}: outbound connections to {peers} still open after {seconds} s",
+            node=self.name, peers=sorted(self._peers), seconds=EXIT_FLUSH_S,
+            event="bcr.exit_timeout",
+        )
+        if not self._drained.called:
+            self._drained.callback(None)
+
+    def stall(self, seconds: float) -> None:
+        """Block this whole process for C{seconds}: the C{sleep()} fault."""
+        self.log.info(
+            "{node} stalls for {seconds} s", node=self.name, seconds=seconds,
+            event="bcr.stall",
+        )
+        self._flush_logs()
+        self._sleep(seconds)

@@ -1,0 +1,1 @@
+"""The C{twistd bcr-olympus} daemon: Olympus as a twistd subcommand."""

@@ -1,0 +1,61 @@
+# -*- test-case-name: tests.test_processes -*-
+"""
+C{twistd bcr-olympus}: options and service wiring for Olympus.
+
+    twistd -n --pidfile= bcr-olympus --case etc/cases/failure_free.txt \\
+        --listen tcp:7000:interface=127.0.0.1 --log-dir runs/x
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from twisted_bcr.config import CaseError, parse_case
+from twisted_bcr.core.olympus import Olympus
+from twisted_bcr.net.daemon import NodeOptions, check_name, load_or_create_key, node_service
+
+
+class Options(NodeOptions):
+    """Options of C{twistd bcr-olympus}."""
+
+    synopsis = "--case FILE [options]"
+
+    optParameters = [
+        ["case", None, None, "The case file (SPEC §10) this Olympus serves. Required."],
+        ["name", None, None, "Log file stem [default: CASE-olympus, CASE the case file's name]."],
+        [
+            "key-file", None, None,
+            "Olympus's long-term signing key (hex seed; FILE.pub holds the public "
+            "key); created if missing [default: olympus.key in the log directory].",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["case"] is None:
+            raise usage.UsageError("--case FILE is required")
+        try:
+            self["parsed-case"] = parse_case(self["case"])
+        except CaseError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["name"] is None:
+            stem = os.path.splitext(os.path.basename(self["case"]))[0]
+            self["name"] = f"{stem}-olympus"
+        check_name(self["name"])
+        if self["key-file"] is None:
+            self["key-file"] = os.path.join(self["log-dir"], "olympus.key")
+        self["key"] = load_or_create_key(self["key-file"])
+
+
+def makeService(options: Options) -> IService:
+    """Olympus on one listening node."""
+    case = options["parsed-case"]
+    return node_service(
+        options,
+        "olympus",
+        options["name"],
+        lambda env: Olympus(env, case, options["key"]),
+    )

@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.test_processes -*-
+"""
+C{twistd bcr-replica}: options and service wiring for one replica process.
+
+The process starts as a spare with a fresh key pair, registers with Olympus,
+serves the one configuration position Olympus assigns it, and exits with
+status 0 when Olympus retires it.
+
+    twistd -n --pidfile= bcr-replica --olympus 127.0.0.1:7000 \\
+        --olympus-key runs/x/olympus.key.pub --log-dir runs/x
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IService
+
+from twisted_bcr import crypto
+from twisted_bcr.core.replica import Replica
+from twisted_bcr.net.daemon import (
+    NodeOptions,
+    check_address,
+    check_name,
+    node_service,
+    read_verify_key_option,
+)
+
+
+class Options(NodeOptions):
+    """Options of C{twistd bcr-replica}."""
+
+    synopsis = "--olympus HOST:PORT --olympus-key HEX|PATH [options]"
+
+    optParameters = [
+        ["olympus", None, None, "Olympus's address, HOST:PORT. Required."],
+        [
+            "olympus-key", None, None,
+            "Olympus's public key: 64 hex digits, or the path of a .pub file. Required.",
+        ],
+        ["name", None, None, "Names this process and its log files [default: replica-PID]."],
+    ]
+    optFlags = [
+        [
+            "enable-fault-injection", None,
+            "Accept assignments that carry failures[c,r] (test runs only).",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        check_address("olympus", self["olympus"])
+        self["olympus-key-bytes"] = read_verify_key_option("olympus-key", self["olympus-key"])
+        if self["name"] is None:
+            self["name"] = f"replica-{os.getpid()}"
+        check_name(self["name"])
+
+
+def makeService(options: Options) -> IService:
+    """A spare replica, with a fresh key pair, on one listening node."""
+    key = crypto.KeyPair.generate()
+    return node_service(
+        options,
+        options["name"],
+        options["name"],
+        lambda env: Replica(
+            env,
+            key,
+            options["olympus"],
+            options["olympus-key-bytes"],
+            fault_injection=options["enable-fault-injection"],
+        ),
+    )
