@@ -143,7 +143,8 @@ class HeadTests(ReplicaTestCase):
         self.assertEqual(head.history[0].order_proof, shuttle.order_proof)
         self.assertEqual(head.last_results[0].result, "OK")
         self.assertEqual(head.last_results[0].statement, result)
-        self.assertEqual([e["slot"] for e in env.events_named("bcr.order")], [0])
+        [step] = env.events_named("bcr.execute")
+        self.assertEqual((step["message"], step["slot"]), ("client_request", 0))
 
     def test_slots_are_consecutive_from_first_slot(self) -> None:
         """Slots continue from the assignment's first slot, one per new request."""

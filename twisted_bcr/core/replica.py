@@ -404,16 +404,7 @@ class Replica:
             return
         if not self.faults.received("client_request", request.client):
             return
-        self._log.info(
-            "{name} received client_request {request_id} {operation}",
-            name=self.name,
-            request_id=request.request_id,
-            operation=str(request.operation),
-            event="bcr.receive",
-            message="client_request",
-            node=self.name,
-        )
-        self._handle_request(message.request, request, forwarded=False)
+        self._handle_request(sender, message.request, request, forwarded=False)
 
     def _on_forwarded_request(self, sender: str, message: ForwardedRequest) -> None:
         request = self._check_client_request(sender, message.request)
@@ -433,15 +424,17 @@ class Replica:
         if not self.is_head:
             self._reject(sender, "forwarded request at a non-head")
             return
-        self._handle_request(message.request, request, forwarded=True)
+        self._handle_request(sender, message.request, request, forwarded=True)
 
-    def _handle_request(self, signed: Signed, request: Request, forwarded: bool) -> None:
+    def _handle_request(
+        self, sender: str, signed: Signed, request: Request, forwarded: bool
+    ) -> None:
         """The cases of SPEC §6.2, in order; a first-time request is case 4."""
         client_key = (request.client, request.seq)
         cached = self._result_cache.get(client_key)
         if cached is not None:
             self._log_case(request, "cached result")
-            self._send_result_to_client(cached)
+            self._send_result_to_client(cached, request)
             return
         if self.mode is Mode.IMMUTABLE:
             self._log_case(request, "immutable")
@@ -457,9 +450,9 @@ class Replica:
                 self._log_case(request, "head, already ordered")
                 self._await_result_shuttle(client_key, "head")
                 return
-            if forwarded or self._is_retransmission(request):
+            if forwarded:
                 self._log_case(request, "head, new")
-            self._order(signed, request)
+            self._order(sender, signed, request, forwarded)
             return
         self._log_case(request, "non-head, forward")
         self._await_result_shuttle(client_key, "nonhead")
@@ -470,14 +463,9 @@ class Replica:
             request_id=request.request_id,
         )
 
-    def _is_retransmission(self, request: Request) -> bool:
-        # The head cannot tell a retransmission of a never-seen request from a
-        # first request; both are handled as new (case 4).
-        return False
-
     def _log_case(self, request: Request, case: str) -> None:
         self._log.info(
-            "{name} retransmission case '{case}' for {request_id}",
+            "{name} received {request_id} again: retransmission case '{case}'",
             name=self.name,
             case=case,
             request_id=request.request_id,
@@ -509,19 +497,12 @@ class Replica:
             self._env.cancel_timer(f"{kind}:{client_key[0]}:{client_key[1]}")
         return True
 
-    def _order(self, signed: Signed, request: Request) -> None:
+    def _order(self, sender: str, signed: Signed, request: Request, forwarded: bool) -> None:
         """The head assigns the next slot and starts the shuttle (§5 step 2)."""
         slot = self.next_slot
         self.next_slot += 1
-        self._log.info(
-            "{name} orders {request_id} at slot {slot}",
-            name=self.name,
-            request_id=request.request_id,
-            slot=slot,
-            event="bcr.order",
-            node=self.name,
-        )
-        self._execute_and_pass_on(signed, request, slot, (), ())
+        received = "forwarded_request" if forwarded else "client_request"
+        self._execute_and_pass_on(sender, received, signed, request, slot, (), ())
 
     # ------------------------------------------------------------------
     # Forward shuttles (§5 steps 3 and 4)
@@ -537,19 +518,12 @@ class Replica:
             return
         if not self.faults.received("shuttle", request.client):
             return
-        self._log.info(
-            "{name} received shuttle {request_id} slot {slot}",
-            name=self.name,
-            request_id=request.request_id,
-            slot=shuttle.slot,
-            event="bcr.receive",
-            message="shuttle",
-            node=self.name,
-        )
         if self.mode is Mode.IMMUTABLE:
             self._log.info(
-                "{name} is immutable and does not execute slot {slot}",
-                name=self.name, slot=shuttle.slot, event="bcr.ignored", node=self.name,
+                "{name} received shuttle {request_id} slot {slot} from {peer} but "
+                "is immutable and does not execute it",
+                name=self.name, request_id=request.request_id, slot=shuttle.slot,
+                peer=sender, event="bcr.ignored", message="shuttle", node=self.name,
             )
             return
         problem = self._shuttle_problem(shuttle, request)
@@ -558,7 +532,7 @@ class Replica:
             self._request_reconfiguration(f"shuttle for slot {shuttle.slot}: {problem}")
             return
         self._execute_and_pass_on(
-            shuttle.request, request, shuttle.slot,
+            sender, "shuttle", shuttle.request, request, shuttle.slot,
             shuttle.order_proof, shuttle.result_proof,
         )
 
@@ -607,13 +581,19 @@ class Replica:
 
     def _execute_and_pass_on(
         self,
+        sender: str,
+        received: str,
         signed: Signed,
         request: Request,
         slot: int,
         order_proof: tuple[Signed, ...],
         result_proof: tuple[Signed, ...],
     ) -> None:
-        """Execute slot C{slot}, add our statements, and hand the shuttle on."""
+        """
+        Execute slot C{slot}, add our statements, and hand the shuttle on.
+        This is the hot path, so receiving, executing and sending are one
+        log event (SPEC §13 asks for every field, not for separate lines).
+        """
         assert self.configuration is not None
         number = self.configuration.number
         result = apply_operation(self.state, request.operation.name, request.operation.args)
@@ -652,45 +632,46 @@ class Replica:
         )
         if is_checkpoint_slot(slot, self.configuration.checkpt_interval):
             self._checkpoint_hashes[slot] = crypto.state_hash(self.state)
-        self._log.info(
-            "{name} executed {request_id} at slot {slot}: {operation} -> {result!r}",
-            name=self.name,
-            request_id=request.request_id,
-            slot=slot,
-            operation=str(request.operation),
-            result=result,
-            event="bcr.execute",
-            node=self.name,
-        )
         if not self.is_tail:
-            shuttle = Shuttle(number, slot, signed, order_proof, result_proof)
-            self._send(
-                self._address_of(self.index + 1), shuttle, "shuttle",
-                request_id=request.request_id, slot=slot,
+            successor = self._address_of(self.index + 1)
+            self._env.send(
+                successor, Shuttle(number, slot, signed, order_proof, result_proof)
             )
+            self._log_step(sender, received, request, slot, result, f"shuttle to {successor}")
             return
-        result_shuttle = ResultShuttle(
-            number, slot, signed, result, result_proof
-        )
-        # To the client first, then the result shuttle (SPEC §5 step 4).
-        self._send_result_to_client(result_shuttle)
+        result_shuttle = ResultShuttle(number, slot, signed, result, result_proof)
+        # To the client first, then the result shuttle (SPEC §5 step 4).  The
+        # result message has an event of its own: perform900 counts them.
+        self._send_result_to_client(result_shuttle, request)
         # A tail that forwarded a retransmission of this request has just
         # answered the client itself: its non-head timer must not fire.
         self._stop_awaiting(client_key)
         self._cache_result(client_key, result_shuttle)
         self._my_result_hashes.pop(slot, None)
+        sent = "the result to the client"
+        if not self.is_head:
+            predecessor = self._address_of(self.index - 1)
+            self._env.send(predecessor, result_shuttle)
+            sent += f", result_shuttle to {predecessor}"
+        self._log_step(sender, received, request, slot, result, sent)
         if self.is_head:
             self._result_reached_head(slot)
-        else:
-            self._send(
-                self._address_of(self.index - 1), result_shuttle, "result_shuttle",
-                request_id=request.request_id, slot=slot,
-            )
 
-    def _send_result_to_client(self, result_shuttle: ResultShuttle) -> None:
-        request = codec.decode(result_shuttle.request.body, Request)
-        assert isinstance(request, Request)
-        message = ResultMessage(
+    def _log_step(
+        self, sender: str, received: str, request: Request, slot: int, result: str,
+        sent: str,
+    ) -> None:
+        self._log.info(
+            "{name} received {received} {request_id} from {peer}, executed it at "
+            "slot {slot}: {operation} -> {result!r}; sent {sent}",
+            name=self.name, received=received, request_id=request.request_id,
+            peer=sender, slot=slot, operation=str(request.operation), result=result,
+            sent=sent, event="bcr.execute", message=received, node=self.name,
+        )
+
+    @staticmethod
+    def _result_message(result_shuttle: ResultShuttle, request: Request) -> ResultMessage:
+        return ResultMessage(
             result_shuttle.configuration,
             result_shuttle.slot,
             request.client,
@@ -698,9 +679,11 @@ class Replica:
             result_shuttle.result,
             result_shuttle.result_proof,
         )
+
+    def _send_result_to_client(self, result_shuttle: ResultShuttle, request: Request) -> None:
         self._send(
             self._client_addresses[request.client],
-            message,
+            self._result_message(result_shuttle, request),
             "result_message",
             request_id=request.request_id,
             slot=result_shuttle.slot,
@@ -723,16 +706,13 @@ class Replica:
             return
         if not self.faults.received("result_shuttle", request.client):
             return
-        self._log.info(
-            "{name} received result_shuttle {request_id} slot {slot}",
-            name=self.name,
-            request_id=request.request_id,
-            slot=shuttle.slot,
-            event="bcr.receive",
-            message="result_shuttle",
-            node=self.name,
-        )
         if self.mode is Mode.IMMUTABLE:
+            self._log.info(
+                "{name} received result_shuttle {request_id} slot {slot} from {peer} "
+                "but is immutable", name=self.name, request_id=request.request_id,
+                slot=shuttle.slot, peer=sender, event="bcr.ignored",
+                message="result_shuttle", node=self.name,
+            )
             return
         problem = self._result_shuttle_problem(shuttle, request)
         if problem is not None:
@@ -745,14 +725,22 @@ class Replica:
         self._my_result_hashes.pop(shuttle.slot, None)
         self._cache_result(client_key, shuttle)
         if self._stop_awaiting(client_key):
-            self._send_result_to_client(shuttle)
+            self._send_result_to_client(shuttle, request)
+        sent = "nothing (head)"
+        if not self.is_head:
+            predecessor = self._address_of(self.index - 1)
+            self._env.send(predecessor, shuttle)
+            sent = f"result_shuttle to {predecessor}"
+        # One event for the hot path: received, checked, cached, passed on.
+        self._log.info(
+            "{name} received result_shuttle {request_id} slot {slot} from {peer}, "
+            "checked and cached it; sent {sent}",
+            name=self.name, request_id=request.request_id, slot=shuttle.slot,
+            peer=sender, sent=sent, event="bcr.result_shuttle",
+            message="result_shuttle", node=self.name,
+        )
         if self.is_head:
             self._result_reached_head(shuttle.slot)
-        else:
-            self._send(
-                self._address_of(self.index - 1), shuttle, "result_shuttle",
-                request_id=request.request_id, slot=shuttle.slot,
-            )
 
     def _result_shuttle_problem(
         self, shuttle: ResultShuttle, request: Request
