@@ -803,6 +803,15 @@ class SpareTests(ReplicaTestCase):
         spare.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
         self.assertEqual(env.take(), [])
 
+    def test_assignment_with_failures_refused_without_fault_plan(self) -> None:
+        """Fault injection on but no way to carry failures out: refused, not silently ignored."""
+        spare, env = make_spare(CONFIG, 1, fault_injection=True)
+        assignment = make_assignment(CONFIG, 1, failures="shuttle(0,0), crash()")
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        self.assertIs(spare.mode, Mode.PENDING)
+        [refused] = env.events_named("bcr.assignment_refused")
+        self.assertIn("cannot carry failures out", refused["why"])
+
     def test_assignment_with_failures_accepted_with_fault_injection(self) -> None:
         """With fault injection on, the failures text goes to the fault plan factory."""
         made = []

@@ -71,10 +71,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_case(path: str) -> Case:
+    from twisted_bcr.faults import check_case
+
     try:
-        return parse_case(path)
+        case = parse_case(path)
+        check_case(case)
     except CaseError as e:
         raise UsageProblem(str(e)) from None
+    return case
 
 
 def _write_json(path: Optional[str], document: Any) -> None:

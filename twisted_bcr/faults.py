@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
+from twisted_bcr.config import Case, CaseError
+
 
 class FaultHooks(Protocol):
     """What a replica's protocol code calls; implemented by the fault plan."""
@@ -33,3 +35,21 @@ class _NoFaults:
 
 
 NO_FAULTS: FaultHooks = _NoFaults()
+
+
+def check_case(case: Case) -> None:
+    """
+    Refuse, before anything starts, a case whose C{failures[c,r]} lines this
+    build cannot carry out: fault injection is not implemented yet, and a
+    run that silently ignored them would pass for the wrong reason.
+
+    @raise CaseError: the case has failures lines.
+    """
+    if case.failure_texts:
+        (configuration, position), text = sorted(case.failure_texts.items())[0]
+        raise CaseError(
+            case.path,
+            f"failures[{configuration},{position}] cannot be carried out: fault "
+            "injection is not implemented yet",
+            text,
+        )

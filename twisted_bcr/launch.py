@@ -64,7 +64,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 import twisted_bcr
-from twisted_bcr import crypto
+from twisted_bcr import crypto, faults
 from twisted_bcr.checking import build_summary
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.config import Case, CaseError, parse_case
@@ -872,6 +872,7 @@ async def run_case(
     """
     if isinstance(case, str):
         case = parse_case(case)
+    faults.check_case(case)
     stem = case_stem(case)
     directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
     os.makedirs(directory, exist_ok=True)
@@ -907,6 +908,7 @@ def run_case_blocking(
     """
     if isinstance(case, str):
         case = parse_case(case)
+    faults.check_case(case)
     stem = case_stem(case)
     directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
     os.makedirs(directory, exist_ok=True)

@@ -28,7 +28,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-from twisted_bcr import codec, crypto
+from twisted_bcr import codec, crypto, faults
 from twisted_bcr.checking import build_summary
 from twisted_bcr.config import Case
 from twisted_bcr.core.client import Client, ClientOutcome
@@ -313,7 +313,12 @@ def simulate(
     deadline_s: Optional[float] = None,
     prepare: Optional[Callable[[SimulatedCluster], None]] = None,
 ) -> dict[str, Any]:
-    """Run C{case} in simulation and return its summary (DESIGN §4)."""
+    """
+    Run C{case} in simulation and return its summary (DESIGN §4).
+
+    @raise CaseError: the case asks for something this build cannot do.
+    """
+    faults.check_case(case)
     files: list[Any] = []
     if log_dir is not None:
         os.makedirs(log_dir, exist_ok=True)

@@ -287,12 +287,19 @@ class Replica:
                 event="bcr.ignored", node=self.name,
             )
             return
-        if assignment.failures and not self._fault_injection:
+        if assignment.failures and (
+            not self._fault_injection or self._faults_factory is None
+        ):
+            why = (
+                "this daemon was not started with fault injection enabled"
+                if not self._fault_injection
+                else "this build cannot carry failures out yet"
+            )
             self._log.error(
-                "{name} refuses an assignment carrying failures {failures!r}: "
-                "this daemon was not started with fault injection enabled",
+                "{name} refuses an assignment carrying failures {failures!r}: {why}",
                 name=self.name,
                 failures=assignment.failures,
+                why=why,
                 event="bcr.assignment_refused",
                 node=self.name,
             )

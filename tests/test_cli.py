@@ -1,0 +1,116 @@
+"""Tests for the bcr console script: one-line errors, exit statuses, summaries."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import redirect_stderr, redirect_stdout
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_bcr import faults
+from twisted_bcr.cli import main
+from twisted_bcr.config import CaseError, parse_case_text
+
+CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "etc", "cases")
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run C{bcr argv...}; return its status, standard output and standard error."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+class SimulateCommandTests(SynchronousTestCase):
+    """bcr simulate runs a case and exits 0 exactly when it passed."""
+
+    def test_passing_case(self) -> None:
+        """A passing case prints PASS, writes its summary and exits 0."""
+        summary_path = self.mktemp()
+        status, out, err = run_cli(
+            "simulate", os.path.join(CASES, "checkpoint.txt"), "--seed", "3",
+            "--summary", summary_path, "--quiet",
+        )
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(out.startswith("PASS: test1 (simulation)"))
+        with open(summary_path) as f:
+            summary = json.load(f)
+        self.assertTrue(summary["ok"])
+        self.assertEqual(summary["clients"][0]["results"][-1], "luke warm")
+
+    def test_missing_file(self) -> None:
+        """An unreadable case file is one line on standard error and status 1."""
+        status, out, err = run_cli("simulate", "/nonexistent/case.txt")
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertTrue(err.startswith("bcr: /nonexistent/case.txt"))
+
+    def test_bad_case(self) -> None:
+        """An unknown operation is refused with file, line and text."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("t = 1\nnum_client = 1\nworkload[0] = put('a','b'); reconfig()\n")
+        status, out, err = run_cli("simulate", path)
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn(f"{path}:3: unknown operation 'reconfig'", err)
+
+    def test_failures_refused(self) -> None:
+        """A case with failures lines is refused before anything runs, not run without them."""
+        status, out, err = run_cli(
+            "simulate", os.path.join(CASES, "shuttle_change_operation.txt")
+        )
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("failures[0,3] cannot be carried out", err)
+
+
+class RunCommandTests(SynchronousTestCase):
+    """bcr run refuses bad input before starting any process."""
+
+    def test_withdrawn_failure(self) -> None:
+        """omit_send() is refused with one line and status 1, and no log directory appears."""
+        path = self.mktemp()
+        log_dir = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                "t = 1\nnum_client = 1\nworkload[0] = get('a')\n"
+                "failures[0,1] = shuttle(0,1), omit_send()\n"
+            )
+        status, out, err = run_cli("run", path, "--log-dir", log_dir)
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn(f"{path}:4: unknown failure 'omit_send'", err)
+        self.assertFalse(os.path.exists(log_dir))
+
+    def test_missing_t(self) -> None:
+        """A case without t is refused naming the file and the key."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("num_client = 1\nworkload[0] = get('a')\n")
+        status, out, err = run_cli("run", path)
+        self.assertEqual(status, 1)
+        self.assertEqual(err, f"bcr: {path}: missing required key 't'\n")
+
+
+class CheckCaseTests(SynchronousTestCase):
+    """faults.check_case refuses what this build cannot carry out."""
+
+    def test_no_failures(self) -> None:
+        """A failure-free case passes."""
+        faults.check_case(parse_case_text("t = 1\nnum_client = 1\nworkload[0] = get('a')\n"))
+
+    def test_failures(self) -> None:
+        """A case with failures raises a one-line CaseError naming the pair."""
+        case = parse_case_text(
+            "t = 1\nnum_client = 1\nworkload[0] = get('a')\n"
+            "failures[0,1] = shuttle(0,0), crash()\n",
+            "x.txt",
+        )
+        error = self.assertRaises(CaseError, faults.check_case, case)
+        self.assertEqual(
+            str(error),
+            "x.txt: failures[0,1] cannot be carried out: fault injection is not "
+            "implemented yet: shuttle(0,0), crash()",
+        )
