@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from typing import Any, Optional
+from functools import cache
+from typing import Any
 
 import attrs
 from twisted.internet.task import Clock
@@ -63,7 +63,7 @@ def client_address(index: int) -> str:
     return f"client-{index}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def key_for(name: str) -> crypto.KeyPair:
     """A key pair derived from C{name}: the same name always gives the same key."""
     return crypto.KeyPair.from_seed(hashlib.sha256(f"fakes/{name}".encode()).digest())
@@ -95,14 +95,14 @@ class Sent:
     to: str
     message: object
     #: The decoded body of a L{Sealed} message (signature not checked), else None.
-    inner: Optional[object]
+    inner: object | None
 
 
 @implementer(IEnvironment)
 class FakeEnvironment:
     """An L{IEnvironment} that records instead of acting."""
 
-    def __init__(self, address: str, clock: Optional[Clock] = None) -> None:
+    def __init__(self, address: str, clock: Clock | None = None) -> None:
         self.address = address
         self.clock = clock if clock is not None else Clock()
         #: Every log event, in order.
@@ -241,7 +241,7 @@ def operation(name: str, *args: str) -> Operation:
 
 
 def sign_request(
-    client: int, seq: int, name: str, *args: str, key: Optional[crypto.KeyPair] = None
+    client: int, seq: int, name: str, *args: str, key: crypto.KeyPair | None = None
 ) -> Signed:
     """Client C{client}'s request number C{seq}, signed by it (or by C{key})."""
     request = Request(client, seq, operation(name, *args))
@@ -266,8 +266,8 @@ def order_statement(
     signed_request: Signed,
     position: int,
     *,
-    op: Optional[Operation] = None,
-    key: Optional[crypto.KeyPair] = None,
+    op: Operation | None = None,
+    key: crypto.KeyPair | None = None,
 ) -> Signed:
     """The order statement replica C{position} signs for C{slot}."""
     request = request_of(signed_request)
@@ -286,8 +286,8 @@ def result_statement(
     position: int,
     result: str,
     *,
-    op: Optional[Operation] = None,
-    key: Optional[crypto.KeyPair] = None,
+    op: Operation | None = None,
+    key: crypto.KeyPair | None = None,
 ) -> Signed:
     """The result statement replica C{position} signs for C{slot} and C{result}."""
     request = request_of(signed_request)
@@ -393,7 +393,7 @@ def make_assignment(
     configuration: Configuration,
     index: int,
     *,
-    state: Optional[dict[str, str]] = None,
+    state: dict[str, str] | None = None,
     first_slot: int = 0,
     failures: str = "",
     client_results: Sequence[ClientResult] = (),
@@ -413,7 +413,7 @@ def make_spare(
     configuration: Configuration,
     index: int,
     *,
-    clock: Optional[Clock] = None,
+    clock: Clock | None = None,
     fault_injection: bool = False,
     faults_factory: Any = None,
 ) -> tuple[Replica, FakeEnvironment]:
@@ -435,8 +435,8 @@ def make_replica(
     configuration: Configuration,
     index: int,
     *,
-    clock: Optional[Clock] = None,
-    state: Optional[dict[str, str]] = None,
+    clock: Clock | None = None,
+    state: dict[str, str] | None = None,
     first_slot: int = 0,
     failures: str = "",
     fault_injection: bool = False,
@@ -478,7 +478,7 @@ class Chain:
             )
             self.replicas.append(replica)
             self.envs.append(env)
-        self._by_address = {env.address: (r, env) for r, env in zip(self.replicas, self.envs)}
+        self._by_address = {env.address: (r, env) for r, env in zip(self.replicas, self.envs, strict=True)}
         #: (sender address, Sent) for everything addressed outside the chain.
         self.outside: list[tuple[str, Sent]] = []
         #: (sender address, Sent) for everything delivered inside the chain.
@@ -488,7 +488,7 @@ class Chain:
         """Messages sent but not yet delivered, oldest first per sender."""
         return [(env.address, s) for env in self.envs for s in env.sent]
 
-    def step(self) -> Optional[tuple[str, Sent]]:
+    def step(self) -> tuple[str, Sent] | None:
         """Deliver the oldest undelivered message of the first busy sender."""
         for env in self.envs:
             if env.sent:

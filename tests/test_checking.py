@@ -6,7 +6,7 @@ and the summary JSON of DESIGN §4.
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -32,7 +32,7 @@ def outcome(
     index: int,
     results: Sequence[str],
     slots: Sequence[int],
-    latencies_s: Optional[Sequence[float]] = None,
+    latencies_s: Sequence[float] | None = None,
 ) -> ClientOutcome:
     """Client C{index}'s outcome with the given accepted results and slots."""
     return ClientOutcome(

@@ -6,6 +6,7 @@ and strict rejection of everything else, with L{BadMessage} only.
 from __future__ import annotations
 
 import struct
+import types
 import typing
 from typing import Any, ClassVar, Union
 
@@ -33,7 +34,7 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         return st.booleans()
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         (present,) = [each for each in arguments if each is not type(None)]
         return st.none() | strategy_for(present)
     if origin is tuple:

@@ -6,23 +6,9 @@ accepting results on t+1 matching statements (SPEC §5 step 6), and timeouts
 
 from __future__ import annotations
 
-from typing import Optional
-
 from attrs import evolve
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_bcr import crypto
-from twisted_bcr.core.client import MINIMUM_TIMEOUT_S, Client, ClientOutcome
-from twisted_bcr.messages import (
-    ClientRequest,
-    Configuration,
-    ConfigurationReply,
-    ErrorMessage,
-    GetConfiguration,
-    RegisterClient,
-    ResultMessage,
-    Signed,
-)
 from tests.fakes import (
     OLYMPUS_ADDRESS,
     OLYMPUS_KEY,
@@ -37,6 +23,18 @@ from tests.fakes import (
     result_statement,
     seal_from_olympus,
     sign_request,
+)
+from twisted_bcr import crypto
+from twisted_bcr.core.client import MINIMUM_TIMEOUT_S, Client, ClientOutcome
+from twisted_bcr.messages import (
+    ClientRequest,
+    Configuration,
+    ConfigurationReply,
+    ErrorMessage,
+    GetConfiguration,
+    RegisterClient,
+    ResultMessage,
+    Signed,
 )
 
 OPERATIONS = [("put", ("movie", "star")), ("append", ("movie", " wars")), ("get", ("movie",))]
@@ -59,7 +57,7 @@ class ClientTestCase(SynchronousTestCase):
         self.env.machine = self.client
         self.addCleanup(lambda: self.assertEqual(self.env.format_errors, []))
 
-    def configure(self, configuration: Optional[Configuration] = None) -> None:
+    def configure(self, configuration: Configuration | None = None) -> None:
         """Olympus answers with C{configuration} (default: configuration 0)."""
         reply = ConfigurationReply(configuration or self.config)
         self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(reply))
@@ -78,7 +76,7 @@ class ClientTestCase(SynchronousTestCase):
         result: str,
         valid: int,
         slot: int = 0,
-        configuration: Optional[Configuration] = None,
+        configuration: Configuration | None = None,
         lie: str = "",
     ) -> ResultMessage:
         """
@@ -280,7 +278,7 @@ class TimeoutTests(ClientTestCase):
     def test_repeats(self) -> None:
         """Every further expiry asks again and retransmits again."""
         self.timed_out()
-        for round in range(1, 4):
+        for _ in range(1, 4):
             self.configure()
             self.assertEqual(len(self.env.take()), 3)
             self.env.clock.advance(self.timeout_ms / 1000)

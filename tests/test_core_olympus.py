@@ -10,6 +10,17 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import (
+    OLYMPUS_ADDRESS,
+    OLYMPUS_KEY,
+    STRANGER_KEY,
+    FakeEnvironment,
+    Sent,
+    client_address,
+    client_key,
+    key_for,
+    open_sealed,
+)
 from twisted_bcr import crypto
 from twisted_bcr.config import parse_case_text
 from twisted_bcr.core.common import OLYMPUS
@@ -25,17 +36,6 @@ from twisted_bcr.messages import (
     RunReport,
     Sealed,
     Shutdown,
-)
-from tests.fakes import (
-    OLYMPUS_ADDRESS,
-    OLYMPUS_KEY,
-    STRANGER_KEY,
-    FakeEnvironment,
-    Sent,
-    client_address,
-    client_key,
-    key_for,
-    open_sealed,
 )
 
 CASE = parse_case_text(

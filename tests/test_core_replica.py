@@ -12,25 +12,6 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_bcr import crypto
-from twisted_bcr.core.common import Mode
-from twisted_bcr.interfaces import IEnvironment, IMachine
-from twisted_bcr.messages import (
-    CheckpointMessage,
-    ClientRequest,
-    CompletedCheckpoint,
-    ErrorMessage,
-    FinalState,
-    ForwardedRequest,
-    OrderStatement,
-    ReconfigurationRequest,
-    RegisterReplica,
-    ResultMessage,
-    ResultShuttle,
-    ResultStatement,
-    Shutdown,
-    Shuttle,
-)
 from tests.fakes import (
     OLYMPUS_ADDRESS,
     STRANGER_KEY,
@@ -57,6 +38,25 @@ from tests.fakes import (
     result_statement,
     seal_from_olympus,
     sign_request,
+)
+from twisted_bcr import crypto
+from twisted_bcr.core.common import Mode
+from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.messages import (
+    CheckpointMessage,
+    ClientRequest,
+    CompletedCheckpoint,
+    ErrorMessage,
+    FinalState,
+    ForwardedRequest,
+    OrderStatement,
+    ReconfigurationRequest,
+    RegisterReplica,
+    ResultMessage,
+    ResultShuttle,
+    ResultStatement,
+    Shutdown,
+    Shuttle,
 )
 
 CONFIG = make_configuration(t=1, clients=2)
@@ -726,7 +726,7 @@ class CheckpointTests(ReplicaTestCase):
 
     def test_completed_proof_with_wrong_hash(self) -> None:
         """A completed proof whose statements carry another state hash is refused."""
-        completed = self.intercept_completed()
+        self.intercept_completed()
         middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
         wrong = checkpoint_proof(self.config, 2, crypto.state_hash({"a": "a"}), [0, 1, 2])
         middle.receive(self.chain.envs[2].address, CompletedCheckpoint(wrong))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from twisted.logger import LogLevel, LogPublisher, Logger, eventsFromJSONLogFile
+from twisted.logger import Logger, LogLevel, LogPublisher, eventsFromJSONLogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_bcr.logs import LogFiles, event_as_text
@@ -76,7 +76,7 @@ class LogFilesTests(SynchronousTestCase):
     def test_failure_traceback(self) -> None:
         """A logged failure's traceback goes to both files."""
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             self.log.failure("handler failed")
         self.files.close()

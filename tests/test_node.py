@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -241,7 +242,7 @@ class LoopbackNodeTests(TestCase):
     async def make_node(
         self,
         name: str,
-        machine: Optional[RecordingMachine] = None,
+        machine: RecordingMachine | None = None,
         listen: str = "tcp:0:interface=127.0.0.1",
         **kwargs: Any,
     ) -> tuple[TcpNode, RecordingMachine, EventWaiter]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred

@@ -11,7 +11,7 @@ tests that look at it.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
@@ -46,7 +46,7 @@ class Run:
     #: (simulated time, node, event, message kind, slot) of every log event.
     events: list[tuple[float, Any, Any, Any, Any]]
 
-    def events_named(self, name: str, node: Optional[str] = None) -> list[tuple[Any, ...]]:
+    def events_named(self, name: str, node: str | None = None) -> list[tuple[Any, ...]]:
         """The records of event C{name}, optionally only those of C{node}."""
         return [e for e in self.events if e[2] == name and (node is None or e[1] == node)]
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted_bcr.config import Case
 from twisted_bcr.core.client import ClientOutcome
@@ -45,7 +46,7 @@ def replay_alone(operations: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]
 
 def replay_in_slot_order(
     outcomes: Sequence[ClientOutcome], errors: list[str]
-) -> Optional[dict[str, str]]:
+) -> dict[str, str] | None:
     """
     Merge every accepted result in slot order, replay, and record in
     C{errors} each result the replay contradicts.  Returns the replay's final
@@ -101,7 +102,7 @@ def build_summary(
     case: Case,
     mode: str,
     outcomes: Sequence[ClientOutcome],
-    report: Optional[RunReport],
+    report: RunReport | None,
     elapsed_s: float,
     errors: Sequence[str],
     faults_fired: Sequence[dict[str, Any]] = (),
@@ -148,7 +149,7 @@ def build_summary(
             and entry["index"] not in bad_clients
         )
 
-    final_state: Optional[dict[str, str]] = None
+    final_state: dict[str, str] | None = None
     replicas_agree = False
     reconfigurations: list[Any] = []
     configurations = 0
@@ -178,7 +179,7 @@ def build_summary(
                     "replay of the accepted results"
                 )
 
-    latencies = sorted(l * 1000 for o in outcomes for l in o.latencies_s)
+    latencies = sorted(s * 1000 for o in outcomes for s in o.latencies_s)
     requests = sum(o.accepted for o in outcomes)
     workload_s = _workload_time(outcomes)
     return {

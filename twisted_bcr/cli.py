@@ -13,9 +13,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from twisted_bcr.config import CaseError, Case, parse_case
+from twisted_bcr.config import Case, CaseError, parse_case
 
 #: The case the README's quick start runs.
 DEFAULT_CASE = os.path.join("etc", "cases", "failure_free.txt")
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--t", type=int, help="override t")
     bench.add_argument("--output", help="where to write the benchmark JSON")
     bench.add_argument("--log-dir", help="directory for the runs' logs")
+    bench.add_argument(
+        "--hosts", help="';'-separated local addresses to spread processes over"
+    )
     return parser
 
 
@@ -81,7 +85,7 @@ def _load_case(path: str) -> Case:
     return case
 
 
-def _write_json(path: Optional[str], document: Any) -> None:
+def _write_json(path: str | None, document: Any) -> None:
     if path is None:
         return
     directory = os.path.dirname(os.path.abspath(path))
@@ -102,6 +106,15 @@ def _print_summary(summary: dict[str, Any], quiet: bool) -> None:
     )
 
 
+def _hosts(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    hosts = [h.strip() for h in text.split(";") if h.strip()]
+    if not hosts:
+        raise UsageProblem(f"--hosts names no address: {text!r}")
+    return hosts
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from twisted_bcr.simulation import simulate
 
@@ -116,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     from twisted_bcr import launch
 
     case = _load_case(args.case)
-    hosts = [h.strip() for h in args.hosts.split(";") if h.strip()] if args.hosts else None
+    hosts = _hosts(args.hosts)
     summary = launch.run_case_blocking(
         case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts
     )
@@ -135,13 +148,15 @@ def _bench(args: argparse.Namespace) -> int:
         case = bench.scaled_case(case, clients=args.clients, requests=args.requests, t=args.t)
     except ValueError as e:
         raise UsageProblem(str(e)) from None
-    result = bench.run_benchmark(case, runs=args.runs, log_dir=args.log_dir)
+    result = bench.run_benchmark(
+        case, runs=args.runs, log_dir=args.log_dir, hosts=_hosts(args.hosts)
+    )
     _write_json(args.output, result)
     print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the C{bcr} script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:

@@ -185,6 +185,11 @@ class Case:
     ignored_keys: tuple[str, ...] = ()
 
     @property
+    def file_stem(self) -> str:
+        """The case file's base name without extension; log files start with it (SPEC §13)."""
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    @property
     def num_replicas(self) -> int:
         """Replicas in every configuration: C{2t+1}."""
         return 2 * self.t + 1

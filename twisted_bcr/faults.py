@@ -11,7 +11,7 @@ answers yes, so the failure-free path pays one method call per message.
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Protocol
 
 from twisted_bcr.config import Case, CaseError
 
@@ -19,7 +19,7 @@ from twisted_bcr.config import Case, CaseError
 class FaultHooks(Protocol):
     """What a replica's protocol code calls; implemented by the fault plan."""
 
-    def received(self, kind: str, client: Optional[int]) -> bool:
+    def received(self, kind: str, client: int | None) -> bool:
         """
         Count one received message of trigger type C{kind} (for C{client},
         where the trigger has one) and fire what matches.  Returns C{False}
@@ -30,7 +30,7 @@ class FaultHooks(Protocol):
 class _NoFaults:
     """The hooks of a replica without failures: nothing counts, nothing fires."""
 
-    def received(self, kind: str, client: Optional[int]) -> bool:
+    def received(self, kind: str, client: int | None) -> bool:
         return True
 
 

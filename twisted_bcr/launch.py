@@ -41,7 +41,8 @@ import site
 import subprocess
 import sys
 import time
-from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar, Union
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import attrs
 from attrs import define, field
@@ -57,8 +58,8 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater, react
 from twisted.logger import (
-    LogPublisher,
     Logger,
+    LogPublisher,
     eventsFromJSONLogFile,
 )
 from twisted.python.failure import Failure
@@ -66,10 +67,10 @@ from twisted.python.failure import Failure
 import twisted_bcr
 from twisted_bcr import crypto, faults
 from twisted_bcr.checking import build_summary
-from twisted_bcr.logs import LogFiles
 from twisted_bcr.config import Case, CaseError, parse_case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
+from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
 from twisted_bcr.net.node import TcpNode, write_atomically
 from twisted_bcr.simulation import default_deadline_s
@@ -143,8 +144,8 @@ class _ChildProtocol(ProcessProtocol):
 
     def __init__(self) -> None:
         self.ended = _OneShot()
-        self.exit_code: Optional[int] = None
-        self.signal: Optional[int] = None
+        self.exit_code: int | None = None
+        self.signal: int | None = None
 
     def processEnded(self, reason: Failure) -> None:
         value = reason.value
@@ -237,8 +238,8 @@ class _Run:
         case_file: str,
         log_dir: str,
         deadline_s: float,
-        hosts: Optional[Sequence[str]],
-        on_ready: Optional[Callable[[ReadyInfo], Optional[Awaitable[Any]]]],
+        hosts: Sequence[str] | None,
+        on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None,
     ) -> None:
         self.reactor = reactor
         self.case = case
@@ -257,15 +258,15 @@ class _Run:
         self.clients: list[Client] = []
         self.finished_clients: set[int] = set()
         self.all_finished = _OneShot()
-        self.finished_at: Optional[float] = None
+        self.finished_at: float | None = None
         self.report = _OneShot()
         self.olympus_gone = _OneShot()
-        self.olympus: Optional[_Child] = None
+        self.olympus: _Child | None = None
         self.olympus_address = ""
         self.configurations: dict[int, list[str]] = {}
-        self.ready_result: Optional[Deferred[Any]] = None
+        self.ready_result: Deferred[Any] | None = None
         self.finishing = False
-        self.driver: Optional[Driver] = None
+        self.driver: Driver | None = None
         self.interrupted = False
         #: Process name -> peak resident memory, recorded when every client is done.
         self.peak_memory_kib: dict[str, int] = {}
@@ -313,7 +314,7 @@ class _Run:
             raise _RunFailed(
                 f"deadline of {self.deadline_s:.1f} s passed while waiting for {what}"
             )
-        return result
+        return cast(_T, result)
 
     def _poll(self, predicate: Callable[[], bool]) -> Deferred[None]:
         """Fires once C{predicate()} is true; cancelling stops the polling."""
@@ -544,7 +545,7 @@ class _Run:
     # The run
 
     async def run(self) -> dict[str, Any]:
-        report: Optional[RunReport] = None
+        report: RunReport | None = None
         self.log.info(
             "running case {case} ({path}) in {log_dir}; deadline {deadline:.1f} s; "
             "hosts in the case {case_hosts}, used {hosts}",
@@ -759,7 +760,7 @@ class _Run:
         return fired
 
 
-def _peak_memory_kib(pid: int) -> Optional[int]:
+def _peak_memory_kib(pid: int) -> int | None:
     """VmHWM of a process from /proc, in KiB; None where there is no /proc."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
@@ -777,7 +778,7 @@ async def _gather(waiting: list[Deferred[Any]]) -> None:
 
 
 async def _as_coroutine(
-    hook: Callable[[ReadyInfo], Optional[Awaitable[Any]]], info: ReadyInfo
+    hook: Callable[[ReadyInfo], Awaitable[Any] | None], info: ReadyInfo
 ) -> Any:
     result = hook(info)
     if result is not None:
@@ -803,7 +804,7 @@ def case_stem(case: Case) -> str:
     The name log files of a run of C{case} start with: its file's base name
     (that of the original for the launcher's own copy of a case).
     """
-    stem = os.path.splitext(os.path.basename(case.path))[0]
+    stem = case.file_stem
     return stem[: -len(_CASE_COPY)] if stem.endswith(_CASE_COPY) else stem
 
 
@@ -848,11 +849,11 @@ def _write_case_file(case: Case, path: str) -> None:
 
 async def run_case(
     reactor: Any,
-    case: Union[Case, str],
-    log_dir: Optional[str] = None,
-    deadline_s: Optional[float] = None,
-    hosts: Optional[Sequence[str]] = None,
-    on_ready: Optional[Callable[[ReadyInfo], Optional[Awaitable[Any]]]] = None,
+    case: Case | str,
+    log_dir: str | None = None,
+    deadline_s: float | None = None,
+    hosts: Sequence[str] | None = None,
+    on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -893,10 +894,10 @@ async def run_case(
 
 
 def run_case_blocking(
-    case: Union[Case, str],
-    log_dir: Optional[str] = None,
-    deadline_s: Optional[float] = None,
-    hosts: Optional[Sequence[str]] = None,
+    case: Case | str,
+    log_dir: str | None = None,
+    deadline_s: float | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -959,7 +960,7 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """C{python -m twisted_bcr.launch}: run one case; exit 0 exactly when it passed."""
     options = _options(sys.argv[1:] if argv is None else argv)
     try:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import IO, Any, Callable, Optional
+from collections.abc import Callable
+from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
@@ -119,7 +120,7 @@ class LogFiles:
         self,
         directory: str,
         stem: str,
-        on_write: Optional[Callable[[], None]] = None,
+        on_write: Callable[[], None] | None = None,
     ) -> None:
         self.json_path = os.path.join(directory, f"{stem}.json")
         self.text_path = os.path.join(directory, f"{stem}.log")

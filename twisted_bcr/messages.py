@@ -17,7 +17,7 @@ bytes.  Proofs are tuples of L{Signed} in chain order.
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Union
+from typing import ClassVar
 
 from attrs import frozen
 
@@ -356,7 +356,7 @@ class Wedged:
     configuration: int
     index: int
     history: tuple[HistoryEntry, ...]
-    checkpoint: Optional[CheckpointProof]
+    checkpoint: CheckpointProof | None
 
 
 @frozen
@@ -445,8 +445,6 @@ class RunReport:
     reconfigurations_json: str
     errors: tuple[str, ...]
 
-
-StatementType = Union[OrderStatement, ResultStatement, CheckpointStatement]
 
 #: Messages that may appear at the top of a frame.
 WIRE_MESSAGES: tuple[type, ...] = (

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.logger import (
     ILogObserver,
-    LogPublisher,
     Logger,
+    LogPublisher,
 )
 from zope.interface import implementer
 
@@ -52,15 +53,15 @@ def seeded_key(seed: int, name: str) -> crypto.KeyPair:
 class SimulatedNode:
     """One machine's environment inside a L{SimulatedNetwork}."""
 
-    def __init__(self, network: "SimulatedNetwork", address: str, publisher: LogPublisher):
+    def __init__(self, network: SimulatedNetwork, address: str, publisher: LogPublisher):
         self.network = network
         self.address = address
         self.publisher = publisher
         self.log = Logger(namespace=f"bcr.{address}", observer=publisher)
-        self.machine: Optional[IMachine] = None
+        self.machine: IMachine | None = None
         self.alive = True
         self.stalled_until = 0.0
-        self.exit_status: Optional[int] = None
+        self.exit_status: int | None = None
         self._timers: dict[str, IDelayedCall] = {}
 
     def send(self, to: str, message: object) -> None:
@@ -124,7 +125,7 @@ class SimulatedNetwork:
     def __init__(
         self,
         seed: int,
-        clock: Optional[Clock] = None,
+        clock: Clock | None = None,
         latency_s: tuple[float, float] = DEFAULT_LATENCY_S,
     ) -> None:
         self.clock = clock or Clock()
@@ -222,11 +223,11 @@ class SimulatedCluster:
     clients: list[Client]
     driver: Driver
     outcomes: dict[int, ClientOutcome] = field(factory=dict)
-    report: Optional[RunReport] = None
-    all_done_at: Optional[float] = None
+    report: RunReport | None = None
+    all_done_at: float | None = None
 
 
-def _observers_for(log_dir: Optional[str], stem: str, files: list[LogFiles]) -> list[ILogObserver]:
+def _observers_for(log_dir: str | None, stem: str, files: list[LogFiles]) -> list[ILogObserver]:
     if log_dir is None:
         return []
     log_files = LogFiles(log_dir, stem)
@@ -237,31 +238,34 @@ def _observers_for(log_dir: Optional[str], stem: str, files: list[LogFiles]) -> 
 def build_cluster(
     case: Case,
     seed: int,
-    log_dir: Optional[str] = None,
+    log_dir: str | None = None,
     spares: int = 0,
-    open_files: Optional[list[Any]] = None,
-    extra_observers: Optional[list[ILogObserver]] = None,
+    open_files: list[Any] | None = None,
+    extra_observers: list[ILogObserver] | None = None,
 ) -> SimulatedCluster:
     """Create every node of C{case} (2t+1 replicas plus C{spares} spares)."""
     files = open_files if open_files is not None else []
     network = SimulatedNetwork(seed)
     extra = list(extra_observers or [])
 
-    def node(address: str, stem: str) -> SimulatedNode:
-        return network.add_node(address, _observers_for(log_dir, stem, files) + extra)
+    def node(address: str) -> SimulatedNode:
+        observers = _observers_for(log_dir, f"{case.file_stem}-{address}", files)
+        return network.add_node(address, observers + extra)
 
     olympus_key = seeded_key(seed, "olympus")
-    olympus = Olympus(node("olympus", f"{case.name}-olympus"), case, olympus_key)
+    olympus = Olympus(node("olympus"), case, olympus_key)
+    network.nodes["olympus"].machine = olympus
     replicas = []
     for n in range(2 * case.t + 1 + spares):
         address = f"spare-{n}"
         replica = Replica(
-            node(address, f"{case.name}-{address}"),
+            node(address),
             seeded_key(seed, address),
             "olympus",
             olympus_key.verify_key_bytes,
             fault_injection=True,
         )
+        network.nodes[address].machine = replica
         replicas.append(replica)
     cluster = SimulatedCluster(
         case=case, seed=seed, network=network, olympus=olympus, replicas=replicas,
@@ -279,23 +283,20 @@ def build_cluster(
 
     for index, operations in enumerate(case.workloads):
         address = f"client-{index}"
-        cluster.clients.append(
-            Client(
-                node(address, f"{case.name}-{address}"),
-                index,
-                list(operations),
-                seeded_key(seed, address),
-                "olympus",
-                olympus_key.verify_key_bytes,
-                case.client_timeout_ms,
-                on_finished,
-            )
+        client = Client(
+            node(address),
+            index,
+            list(operations),
+            seeded_key(seed, address),
+            "olympus",
+            olympus_key.verify_key_bytes,
+            case.client_timeout_ms,
+            on_finished,
         )
-    cluster.driver = Driver(node("driver", f"{case.name}-driver"), "olympus", olympus_key, on_report)
-    for address, machine in [("olympus", olympus), ("driver", cluster.driver)] + [
-        (m._env.address, m) for m in replicas + cluster.clients  # type: ignore[attr-defined]
-    ]:
-        network.nodes[address].machine = machine
+        network.nodes[address].machine = client
+        cluster.clients.append(client)
+    cluster.driver = Driver(node("driver"), "olympus", olympus_key, on_report)
+    network.nodes["driver"].machine = cluster.driver
     return cluster
 
 
@@ -309,9 +310,9 @@ def default_deadline_s(case: Case) -> float:
 def simulate(
     case: Case,
     seed: int = 0,
-    log_dir: Optional[str] = None,
-    deadline_s: Optional[float] = None,
-    prepare: Optional[Callable[[SimulatedCluster], None]] = None,
+    log_dir: str | None = None,
+    deadline_s: float | None = None,
+    prepare: Callable[[SimulatedCluster], None] | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} in simulation and return its summary (DESIGN §4).
@@ -327,7 +328,8 @@ def simulate(
         if prepare is not None:
             prepare(cluster)
         deadline = deadline_s if deadline_s is not None else default_deadline_s(case)
-        for machine in [cluster.olympus, *cluster.replicas, *cluster.clients]:
+        machines: list[IMachine] = [cluster.olympus, *cluster.replicas, *cluster.clients]
+        for machine in machines:
             machine.start()
         finished = cluster.network.run_until(lambda: cluster.report is not None, deadline)
         errors = []

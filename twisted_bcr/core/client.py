@@ -12,9 +12,10 @@ new head or retransmits to every replica.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from attrs import define, field
+from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
@@ -25,7 +26,7 @@ from twisted_bcr.core.common import (
     unseal,
 )
 from twisted_bcr.dictionary import apply_operation
-from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     ClientRequest,
     Configuration,
@@ -63,14 +64,15 @@ class ClientOutcome:
     finished: bool = False
     #: When the first request left and the last result was accepted
     #: (the binding's clock), to measure workload time apart from start-up.
-    first_sent_at: Optional[float] = None
-    last_accepted_at: Optional[float] = None
+    first_sent_at: float | None = None
+    last_accepted_at: float | None = None
 
     @property
     def accepted(self) -> int:
         return len(self.results)
 
 
+@implementer(IMachine)
 class Client:
     """One client running one workload."""
 
@@ -84,7 +86,7 @@ class Client:
         olympus_key: bytes,
         timeout_ms: int,
         on_finished: Callable[[ClientOutcome], None],
-        verifier: Optional[crypto.Verifier] = None,
+        verifier: crypto.Verifier | None = None,
     ) -> None:
         self._env = env
         self._log = env.log
@@ -98,9 +100,9 @@ class Client:
         self._verifier = verifier or crypto.Verifier()
         self.outcome = ClientOutcome(index, list(operations))
         self._configurations: dict[int, Configuration] = {}
-        self.configuration: Optional[Configuration] = None
+        self.configuration: Configuration | None = None
         self._model: dict[str, str] = {}
-        self._signed_request: Optional[Signed] = None
+        self._signed_request: Signed | None = None
         self._sent_at = 0.0
         self._awaiting_configuration = False
 

@@ -8,7 +8,8 @@ make the same way.
 from __future__ import annotations
 
 import enum
-from typing import Optional, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.messages import (
@@ -90,13 +91,13 @@ def check_statements(
     if len(statements) > len(keys):
         raise ProofError(f"{len(statements)} statements for {len(keys)} replicas")
     decoded = []
-    for position, (signed, key) in enumerate(zip(statements, keys)):
+    for position, (signed, key) in enumerate(zip(statements, keys, strict=False)):
         try:
             statement = verifier.verify(signed, key, expected_type)
         except (crypto.BadSignature, codec.BadMessage) as e:
             raise ProofError(f"statement {position}: {e}") from None
         decoded.append(statement)
-    return decoded  # type: ignore[return-value]
+    return decoded
 
 
 def count_matching_results(
@@ -130,7 +131,7 @@ def check_checkpoint_proof(
     proof: CheckpointProof,
     keys: Sequence[bytes],
     required: int,
-    state_hash: Optional[bytes],
+    state_hash: bytes | None,
 ) -> None:
     """
     Check that C{proof} holds exactly C{required} validly signed statements

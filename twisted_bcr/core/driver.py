@@ -11,14 +11,17 @@ what happens with the report (summary JSON, exit status) is theirs.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+
+from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import OLYMPUS, unseal
-from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import FinishRun, RunReport, Sealed
 
 
+@implementer(IMachine)
 class Driver:
     """Ends a run on request and hands Olympus's report to C{on_report}."""
 
@@ -35,7 +38,7 @@ class Driver:
         self._olympus_key = olympus_key
         self._on_report = on_report
         self._verifier = crypto.Verifier()
-        self.report: Optional[RunReport] = None
+        self.report: RunReport | None = None
 
     def start(self) -> None:
         """Nothing happens until L{finish}."""

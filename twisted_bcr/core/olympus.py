@@ -17,14 +17,15 @@ is where it starts.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from collections.abc import Callable
 
 from attrs import define, field
+from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import Case
 from twisted_bcr.core.common import OLYMPUS, replica_name, unseal
-from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
     ClientInfo,
@@ -56,6 +57,7 @@ class _Finishing:
     reported: bool = False
 
 
+@implementer(IMachine)
 class Olympus:
     """The configuration service of one case."""
 
@@ -64,7 +66,7 @@ class Olympus:
         env: IEnvironment,
         case: Case,
         key: crypto.KeyPair,
-        verifier: Optional[crypto.Verifier] = None,
+        verifier: crypto.Verifier | None = None,
     ) -> None:
         self._env = env
         self._log = env.log
@@ -74,10 +76,10 @@ class Olympus:
         self.name = OLYMPUS
         self.spares: list[ReplicaInfo] = []
         self.clients: dict[int, ClientInfo] = {}
-        self.configuration: Optional[Configuration] = None
+        self.configuration: Configuration | None = None
         #: One record per reconfiguration, as in the summary JSON (DESIGN §4).
         self.reconfigurations: list[dict[str, object]] = []
-        self._finishing: Optional[_Finishing] = None
+        self._finishing: _Finishing | None = None
 
     @property
     def replicas_needed(self) -> int:
@@ -159,12 +161,12 @@ class Olympus:
         if signer.startswith("replica "):
             number, index = (int(x) for x in signer.split()[1].split("."))
             if self.configuration is None or number != self.configuration.number:
-                raise LookupError(f"not a replica of the current configuration")
+                raise LookupError("not a replica of the current configuration")
             if not 0 <= index < len(self.configuration.replicas):
                 raise LookupError(f"no replica {index} in the current configuration")
             key = self.configuration.replicas[index].verify_key
             return unseal(self._verifier, sealed, key)
-        raise LookupError(f"unknown signer")
+        raise LookupError("unknown signer")
 
     # ------------------------------------------------------------------
     # Registration and configuration 0
@@ -356,7 +358,7 @@ class Olympus:
         )
         self._env.send(finishing.driver, self._seal(report))
 
-    _handlers = {
+    _handlers: dict[type, Callable[..., None]] = {
         RegisterReplica: _on_register_replica,
         RegisterClient: _on_register_client,
         GetConfiguration: _on_get_configuration,

@@ -17,7 +17,9 @@ Fault injection hooks in through L{twisted_bcr.faults}; reconfiguration
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Optional
+from collections.abc import Callable
+
+from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
@@ -34,7 +36,7 @@ from twisted_bcr.core.common import (
 )
 from twisted_bcr.dictionary import apply_operation
 from twisted_bcr.faults import NO_FAULTS, FaultHooks
-from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
     CheckpointMessage,
@@ -81,6 +83,7 @@ def drain_deadline_s(configuration: Configuration) -> float:
 ClientKey = tuple[int, int]
 
 
+@implementer(IMachine)
 class Replica:
     """One replica of one configuration (it starts as an unassigned spare)."""
 
@@ -90,9 +93,9 @@ class Replica:
         key: crypto.KeyPair,
         olympus_address: str,
         olympus_key: bytes,
-        verifier: Optional[crypto.Verifier] = None,
+        verifier: crypto.Verifier | None = None,
         fault_injection: bool = False,
-        faults_factory: Optional[Callable[["Replica", str], FaultHooks]] = None,
+        faults_factory: Callable[[Replica, str], FaultHooks] | None = None,
         result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
     ) -> None:
         self._env = env
@@ -107,7 +110,7 @@ class Replica:
         self._result_cache_size = result_cache_size
 
         self.mode = Mode.PENDING
-        self.configuration: Optional[Configuration] = None
+        self.configuration: Configuration | None = None
         self.index = -1
         self.name = f"spare {env.address}"
         self.state: dict[str, str] = {}
@@ -115,7 +118,7 @@ class Replica:
         self.history: dict[int, HistoryEntry] = {}
         self.next_slot = 0
         self.last_executed = -1
-        self.checkpoint: Optional[CheckpointProof] = None
+        self.checkpoint: CheckpointProof | None = None
         self._keys: list[bytes] = []
         self._client_keys: dict[int, bytes] = {}
         self._client_addresses: dict[int, str] = {}
@@ -397,7 +400,7 @@ class Replica:
     # ------------------------------------------------------------------
     # Requests from clients and forwarded by non-heads (§5 step 2, §6.2)
 
-    def _check_client_request(self, sender: str, signed: Signed) -> Optional[Request]:
+    def _check_client_request(self, sender: str, signed: Signed) -> Request | None:
         try:
             return check_request(self._verifier, signed, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
@@ -543,7 +546,7 @@ class Replica:
             shuttle.order_proof, shuttle.result_proof,
         )
 
-    def _shuttle_problem(self, shuttle: Shuttle, request: Request) -> Optional[str]:
+    def _shuttle_problem(self, shuttle: Shuttle, request: Request) -> str | None:
         """What is wrong with a shuttle arriving at this position, if anything."""
         assert self.configuration is not None
         number = self.configuration.number
@@ -607,7 +610,7 @@ class Replica:
         result_hash = crypto.result_hash(result)
         for position, signed_result in enumerate(result_proof):
             statement = self._verifier.verify(signed_result, self._keys[position], ResultStatement)
-            if statement.result_hash != result_hash:  # type: ignore[attr-defined]
+            if statement.result_hash != result_hash:
                 # Undo is impossible, but we sign and forward nothing.
                 self.last_executed = slot
                 reason = (
@@ -751,7 +754,7 @@ class Replica:
 
     def _result_shuttle_problem(
         self, shuttle: ResultShuttle, request: Request
-    ) -> Optional[str]:
+    ) -> str | None:
         assert self.configuration is not None
         number = self.configuration.number
         if shuttle.configuration != number:
@@ -845,7 +848,7 @@ class Replica:
         )
         self._pass_checkpoint_on(extended)
 
-    def _checkpoint_problem(self, proof: CheckpointProof, required: int) -> Optional[str]:
+    def _checkpoint_problem(self, proof: CheckpointProof, required: int) -> str | None:
         assert self.configuration is not None
         if proof.configuration != self.configuration.number:
             return f"names configuration {proof.configuration}"
@@ -898,7 +901,7 @@ class Replica:
                 "completed_checkpoint", slot=proof.slot,
             )
 
-    _handlers: dict[type, Callable[["Replica", str, object], None]] = {
+    _handlers: dict[type, Callable[[Replica, str, object], None]] = {
         Sealed: _on_sealed,  # type: ignore[dict-item]
         ClientRequest: _on_client_request,  # type: ignore[dict-item]
         ForwardedRequest: _on_forwarded_request,  # type: ignore[dict-item]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import string
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
@@ -84,7 +85,7 @@ class NodeOptions(usage.Options):
                 raise usage.UsageError(f"--port-file {port_file!r}: directory not writable")
 
 
-def check_address(option: str, value: Optional[str]) -> str:
+def check_address(option: str, value: str | None) -> str:
     """C{value} if it is a C{host:port} address; otherwise a UsageError."""
     if value is None:
         raise usage.UsageError(f"--{option} HOST:PORT is required")
@@ -104,7 +105,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def read_verify_key_option(option: str, value: Optional[str]) -> bytes:
+def read_verify_key_option(option: str, value: str | None) -> bytes:
     """A public key given as 64 hex digits or as the path of a C{.pub} file."""
     if value is None:
         raise usage.UsageError(f"--{option} HEX|PATH is required")

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from attrs import define, field
 from twisted.application.service import Service
@@ -47,8 +48,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import (
     ILogObserver,
-    LogPublisher,
     Logger,
+    LogPublisher,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -130,8 +131,8 @@ class _NodeProtocol(FrameProtocol):
         on_message: MessageHandler,
         max_length: int,
         log: Logger,
-        on_lost: Callable[["_NodeProtocol", Failure], None],
-        destination: Optional[str] = None,
+        on_lost: Callable[[_NodeProtocol, Failure], None],
+        destination: str | None = None,
     ) -> None:
         super().__init__(on_message, max_length)
         # Rejections and handler failures go to this node's own log files.
@@ -152,10 +153,10 @@ class _InboundFactory(Factory):
 
     noisy = False
 
-    def __init__(self, node: "TcpNode") -> None:
+    def __init__(self, node: TcpNode) -> None:
         self._node = node
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> _NodeProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _NodeProtocol:
         return self._node._inbound_protocol()
 
 
@@ -167,7 +168,7 @@ class _OutboundFactory(Factory):
     def __init__(self, protocol: _NodeProtocol) -> None:
         self._protocol = protocol
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> _NodeProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _NodeProtocol:
         return self._protocol
 
 
@@ -177,8 +178,8 @@ class _Peer:
 
     address: str
     queue: deque[object] = field(factory=deque)
-    protocol: Optional[_NodeProtocol] = None
-    connecting: Optional[Deferred[Any]] = None
+    protocol: _NodeProtocol | None = None
+    connecting: Deferred[Any] | None = None
     #: Close the connection as soon as the queue is written (graceful exit).
     close_when_flushed: bool = False
 
@@ -202,15 +203,15 @@ class TcpNode(Service):
         name: str,
         *,
         listen: str = DEFAULT_LISTEN,
-        advertise: Optional[str] = None,
-        log_dir: Optional[str] = None,
-        log_stem: Optional[str] = None,
+        advertise: str | None = None,
+        log_dir: str | None = None,
+        log_stem: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_queue: int = DEFAULT_MAX_QUEUE,
-        port_file: Optional[str] = None,
-        clock: Optional[IReactorTime] = None,
+        port_file: str | None = None,
+        clock: IReactorTime | None = None,
         observers: Sequence[ILogObserver] = (),
-        stop_reactor: Optional[Callable[[], None]] = None,
+        stop_reactor: Callable[[], None] | None = None,
         exit_process: Callable[[int], Any] = os._exit,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
@@ -242,21 +243,21 @@ class TcpNode(Service):
         self._sleep = sleep
 
         self.address = ""
-        self.machine: Optional[IMachine] = None
-        self._machine_factory: Optional[Callable[["TcpNode"], IMachine]] = None
+        self.machine: IMachine | None = None
+        self._machine_factory: Callable[[TcpNode], IMachine] | None = None
         self.machine_errors = 0
-        self._port: Optional[IListeningPort] = None
+        self._port: IListeningPort | None = None
         self._peers: dict[str, _Peer] = {}
         self._inbound: set[_NodeProtocol] = set()
         self._timers: dict[str, IDelayedCall] = {}
         self._exiting = False
         self._closed = False
-        self._starting: Optional[Deferred[None]] = None
+        self._starting: Deferred[None] | None = None
         #: Fires when a graceful exit has no outbound connection left.
         self._drained: Deferred[None] = Deferred()
 
-        self._log_files: Optional[LogFiles] = None
-        self._log_flush: Optional[IDelayedCall] = None
+        self._log_files: LogFiles | None = None
+        self._log_flush: IDelayedCall | None = None
         publisher = LogPublisher(*observers)
         if log_dir is not None:
             self._log_files = LogFiles(log_dir, log_stem or name, self._schedule_log_flush)
@@ -271,7 +272,7 @@ class TcpNode(Service):
         """Bind C{machine}: it receives this node's messages and timers."""
         self.machine = machine
 
-    def attach_factory(self, factory: Callable[["TcpNode"], IMachine]) -> None:
+    def attach_factory(self, factory: Callable[[TcpNode], IMachine]) -> None:
         """
         Bind the machine C{factory(node)} builds once L{address} is known
         (a replica's name includes its address); used by L{startService}.
@@ -421,7 +422,7 @@ class TcpNode(Service):
         else:
             peer.queue.append(message)
 
-    def _connect(self, to: str) -> Optional[_Peer]:
+    def _connect(self, to: str) -> _Peer | None:
         try:
             endpoint = self._client_endpoint(to)
         except ValueError as e:
