@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import string
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
@@ -58,6 +59,22 @@ class NodeOptions(usage.Options):
             "Largest frame accepted or sent, in bytes.", int,
         ],
     ]
+
+    #: The twistd subcommand, for error messages.
+    command = "bcr"
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """
+        Parse, and end bad input with one line on standard error and status
+        1.  twistd would print the whole usage text before the error, which
+        buries the one line that matters in a service's journal; C{--help}
+        still prints the usage.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            sys.stderr.write(f"twistd {self.command}: {e}\n")
+            raise SystemExit(1) from None
 
     def postOptions(self) -> None:
         try:

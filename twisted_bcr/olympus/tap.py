@@ -21,6 +21,7 @@ from twisted_bcr.net.daemon import NodeOptions, check_name, load_or_create_key, 
 class Options(NodeOptions):
     """Options of C{twistd bcr-olympus}."""
 
+    command = "bcr-olympus"
     synopsis = "--case FILE [options]"
 
     optParameters = [

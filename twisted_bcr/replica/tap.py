@@ -30,6 +30,7 @@ from twisted_bcr.net.daemon import (
 class Options(NodeOptions):
     """Options of C{twistd bcr-replica}."""
 
+    command = "bcr-replica"
     synopsis = "--olympus HOST:PORT --olympus-key HEX|PATH [options]"
 
     optParameters = [
