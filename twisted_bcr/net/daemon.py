@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import string
 import sys
-from collections.abc import Callable
-from typing import Any, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
@@ -63,7 +63,7 @@ class NodeOptions(usage.Options):
     #: The twistd subcommand, for error messages.
     command = "bcr"
 
-    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse, and end bad input with one line on standard error and status
         1.  twistd would print the whole usage text before the error, which
