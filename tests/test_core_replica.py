@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -40,7 +42,7 @@ from tests.fakes import (
     sign_request,
 )
 from twisted_bcr import crypto
-from twisted_bcr.core.common import Mode
+from twisted_bcr.core.common import Mode, check_request, requesting_client
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     CheckpointMessage,
@@ -49,9 +51,11 @@ from twisted_bcr.messages import (
     ErrorMessage,
     FinalState,
     ForwardedRequest,
+    Operation,
     OrderStatement,
     ReconfigurationRequest,
     RegisterReplica,
+    Request,
     ResultMessage,
     ResultShuttle,
     ResultStatement,
@@ -975,3 +979,21 @@ class SingleReplicaTests(ReplicaTestCase):
         [again] = env.take()
         self.assertEqual(again.message, sent[1].message)
         self.assertEqual(self.cases(env), [("0:1", "cached result")])
+
+
+class RequestingClientTests(SynchronousTestCase):
+    """requesting_client reads the client index without decoding the request."""
+
+    @given(st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**63 - 1))
+    def test_matches_decoding(self, client: int, seq: int) -> None:
+        """For any request, the peeked client is the decoded one."""
+        signed = crypto.sign(client_key(0), Request(client, seq, Operation("get", ("k",))))
+        self.assertEqual(requesting_client(signed), client)
+
+    def test_unknown_client_rejected(self) -> None:
+        """A request naming a client without a key is a bad signature, not a crash."""
+        signed = crypto.sign(client_key(0), Request(7, 0, Operation("get", ("k",))))
+        self.assertRaises(
+            crypto.BadSignature, check_request, crypto.Verifier(), signed,
+            {0: client_key(0).verify_key_bytes},
+        )

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
 
 #: Keys Twisted adds that are either objects or already rendered elsewhere.
@@ -32,32 +32,38 @@ _RECORD_SEPARATOR = "\x1e"
 
 
 def _plain(value: Any) -> Any:
-    """C{value} if JSON can hold it as is, else its C{repr}."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    """What JSON cannot hold as is: bytes as hex, anything else as its C{repr}."""
     if isinstance(value, bytes):
         return value.hex()
     return repr(value)
 
 
+def _plain_keys(value: Any) -> Any:
+    """C{value} with every dictionary key made a string, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_keys(v) for v in value]
+    return value
+
+
 def event_as_json(event: dict[str, Any]) -> str:
     """One event as a JSON object of plain fields (the log level by name)."""
-    record: dict[str, Any] = {}
-    for key, value in event.items():
-        if key in _UNSERIALISED:
-            continue
-        if key == "log_level" and isinstance(value, type(LogLevel.info)):
-            record[key] = {"name": value.name, "__class_uuid__": _LEVEL_UUID}
-        else:
-            record[key] = _plain(value)
+    record = {key: value for key, value in event.items() if key not in _UNSERIALISED}
+    level = record.get("log_level")
+    if level is not None:
+        record["log_level"] = {"name": level.name, "__class_uuid__": _LEVEL_UUID}
     failure = event.get("log_failure")
     if failure is not None:
         record["failure"] = failure.getTraceback()
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    try:
+        # The C encoder walks the event; only odd values reach _plain.
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_plain)
+    except TypeError:
+        # A dictionary keyed by something other than str, int, float or bool.
+        return json.dumps(
+            _plain_keys(record), ensure_ascii=False, separators=(",", ":"), default=_plain
+        )
 
 
 # Twisted's JSON loader recognises a LogLevel by this class id and turns the
