@@ -227,6 +227,19 @@ class AcceptanceTests(ClientTestCase):
         self.assertEqual(outcome.results, ["OK", "OK", "star wars"])
         self.assertEqual(outcome.slots, [4, 5, 6])
         self.assertEqual(self.env.active_timers(), {})
+        [done] = self.env.events_named("bcr.client_done")
+        self.assertEqual((done["verdict"], done["replayed"]), ("Valid", ["OK", "OK", "star wars"]))
+
+    def test_invalid_verdict(self) -> None:
+        """Results that the client's own replay contradicts are logged as Invalid."""
+        signed = self.started()
+        for result in ["OK", "fail", "star wars"]:
+            self.client.receive(replica_address(2), self.result(signed, result, valid=3))
+            sent = self.env.take()
+            if sent:
+                signed = sent[0].message.request
+        [done] = self.env.events_named("bcr.client_done")
+        self.assertEqual(done["verdict"], "Invalid")
 
 
 class AcceptanceWithTwoFaultsTests(AcceptanceTests):

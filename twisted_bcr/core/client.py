@@ -101,7 +101,10 @@ class Client:
         self.outcome = ClientOutcome(index, list(operations))
         self._configurations: dict[int, Configuration] = {}
         self.configuration: Configuration | None = None
+        #: The client's own workload replayed on a dictionary of its own
+        #: (SPEC §12.2), and the results that replay gave.
         self._model: dict[str, str] = {}
+        self._model_results: list[str] = []
         self._signed_request: Signed | None = None
         self._sent_at = 0.0
         self._awaiting_configuration = False
@@ -307,6 +310,7 @@ class Client:
         latency = now - self._sent_at
         self.outcome.last_accepted_at = now
         expected_by_model = apply_operation(self._model, name, args)
+        self._model_results.append(expected_by_model)
         self._env.cancel_timer(_REQUEST_TIMER)
         self._signed_request = None
         self.outcome.results.append(message.result)
@@ -325,9 +329,14 @@ class Client:
 
     def _finish(self) -> None:
         self.outcome.finished = True
+        # Meaningful only when no other client touches this client's keys;
+        # the driver's slot-order replay is the check that decides a run.
+        verdict = "Valid" if self._model_results == self.outcome.results else "Invalid"
         self._log.info(
-            "{name} finished: {count} results {results!r}",
+            "{name} finished: {count} results {results!r}; replayed alone: "
+            "{replayed!r}: {verdict}",
             name=self.name, count=self.outcome.accepted, results=self.outcome.results,
+            replayed=self._model_results, verdict=verdict,
             event="bcr.client_done", node=self.name,
         )
         self._on_finished(self.outcome)
