@@ -153,6 +153,28 @@ class RunCaseTests(TestCase):
             )
         self.assert_no_process_left(log_dir)
 
+    def test_checkpoints(self) -> None:
+        """
+        C{bcr run} of checkpoint.txt: the expected results, and every replica
+        process completed the checkpoints of slots 2 and 5, truncating its
+        history each time.
+        """
+        log_dir = os.path.abspath(self.mktemp())
+        summary = run_case_blocking(os.path.join(CASES, "checkpoint.txt"), log_dir, RUN_DEADLINE_S)
+        self.assertEqual(summary["errors"], [])
+        self.assertEqual(
+            summary["clients"][0]["results"],
+            ["OK", "star", "OK", "OK", "luke", "OK", "luke warm"],
+        )
+        self.assertEqual(summary["final_state"], {"movie": "star wars", "jedi": "luke warm"})
+        for position in range(3):
+            path = os.path.join(log_dir, f"checkpoint-replica-0.{position}.json")
+            completed = [
+                (e["slot"], e["dropped"]) for e in read_events(path)
+                if e.get("event") == "bcr.checkpoint_completed"
+            ]
+            self.assertEqual(completed, [(2, 3), (5, 3)])
+
     async def test_hostile_input(self) -> None:
         """
         Garbage, an oversized length prefix, a truncated frame and a forged
