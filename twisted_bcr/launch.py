@@ -847,6 +847,30 @@ def _write_case_file(case: Case, path: str) -> None:
         raise RuntimeError(f"{path} does not read back as the case it was written from")
 
 
+#: How much longer than the run's deadline a launcher process may take.
+LAUNCHER_MARGIN_S = 30.0
+
+
+def _prepare(case: Case | str, log_dir: str | None) -> tuple[Case, str, str, str]:
+    """
+    Check the case, make the log directory and write the launcher's copy of
+    the case there (what Olympus reads); return the case, the log file stem,
+    the directory and the copy's path.
+
+    @raise CaseError: the case is unusable; nothing was created.
+    """
+    if isinstance(case, str):
+        case = parse_case(case)
+    faults.check_case(case)
+    stem = case_stem(case)
+    directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
+    os.makedirs(directory, exist_ok=True)
+    case_file = os.path.join(directory, f"{stem}{_CASE_COPY}.txt")
+    if os.path.abspath(case.path) != case_file:
+        _write_case_file(case, case_file)
+    return case, stem, directory, case_file
+
+
 async def run_case(
     reactor: Any,
     case: Case | str,
@@ -871,15 +895,7 @@ async def run_case(
         up; the run is not finished before what it returns has completed.
     @raise CaseError: The case file is unusable; nothing was started.
     """
-    if isinstance(case, str):
-        case = parse_case(case)
-    faults.check_case(case)
-    stem = case_stem(case)
-    directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
-    os.makedirs(directory, exist_ok=True)
-    case_file = os.path.join(directory, f"{stem}{_CASE_COPY}.txt")
-    if os.path.abspath(case.path) != case_file:
-        _write_case_file(case, case_file)
+    case, stem, directory, case_file = _prepare(case, log_dir)
     run = _Run(
         reactor,
         case,
@@ -907,14 +923,7 @@ def run_case_blocking(
 
     @raise CaseError: The case file is unusable; nothing was started.
     """
-    if isinstance(case, str):
-        case = parse_case(case)
-    faults.check_case(case)
-    stem = case_stem(case)
-    directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
-    os.makedirs(directory, exist_ok=True)
-    case_file = os.path.join(directory, f"{stem}{_CASE_COPY}.txt")
-    _write_case_file(case, case_file)
+    case, stem, directory, case_file = _prepare(case, log_dir)
     summary_path = os.path.join(directory, "summary.json")
     if os.path.exists(summary_path):
         os.unlink(summary_path)
@@ -925,8 +934,20 @@ def run_case_blocking(
         command += ["--hosts", ";".join(hosts)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=_child_environment())
+    # The launcher enforces the run's deadline itself; this bound only
+    # catches a launcher that is stuck, which is then told to clean up.
+    bound = (deadline_s if deadline_s is not None else default_deadline_s(case)) + (
+        EXIT_GRACE_S + 2 * TERMINATE_GRACE_S + LAUNCHER_MARGIN_S
+    )
     try:
-        status = process.wait()
+        status = process.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            status = process.wait(timeout=EXIT_GRACE_S + 2 * TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            status = process.wait()
     except BaseException:
         # Control-C reached the launcher too; let it kill its children and
         # write its summary before giving up on it.

@@ -19,11 +19,10 @@ from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
-    OLYMPUS,
     client_name,
     count_matching_results,
+    from_olympus,
     replica_keys,
-    unseal,
 )
 from twisted_bcr.dictionary import apply_operation
 from twisted_bcr.interfaces import IEnvironment, IMachine
@@ -171,13 +170,10 @@ class Client:
         self._env.send(self._olympus_address, self._seal(GetConfiguration(self.index)))
 
     def _on_sealed(self, sender: str, sealed: Sealed) -> None:
-        if sealed.signer != OLYMPUS:
-            self._reject(sender, f"sealed message from {sealed.signer!r}")
-            return
         try:
-            inner = unseal(self._verifier, sealed, self._olympus_key)
+            inner = from_olympus(self._verifier, sealed, self._olympus_key)
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"bad Olympus envelope: {e}")
+            self._reject(sender, f"sealed by {sealed.signer!r}: {e}")
             return
         if isinstance(inner, ConfigurationReply):
             self._on_configuration(inner.configuration)

@@ -167,6 +167,18 @@ def unseal(
     return verifier.open_sealed(sealed, verify_key)
 
 
+def from_olympus(verifier: crypto.Verifier, message: object, olympus_key: bytes) -> object:
+    """
+    The control message inside C{message}, which must be sealed by Olympus.
+
+    @raise crypto.BadSignature: not a L{Sealed} envelope signed by Olympus.
+    @raise codec.BadMessage: its body is not a control message.
+    """
+    if not isinstance(message, Sealed) or message.signer != OLYMPUS:
+        raise crypto.BadSignature("not sealed by Olympus")
+    return unseal(verifier, message, olympus_key)
+
+
 def replica_keys(configuration: Configuration) -> list[bytes]:
     """The replicas' verify keys of a configuration, in chain order."""
     return [info.verify_key for info in configuration.replicas]

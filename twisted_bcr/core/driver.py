@@ -16,9 +16,9 @@ from collections.abc import Callable
 from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
-from twisted_bcr.core.common import OLYMPUS, unseal
+from twisted_bcr.core.common import OLYMPUS, from_olympus
 from twisted_bcr.interfaces import IEnvironment, IMachine
-from twisted_bcr.messages import FinishRun, RunReport, Sealed
+from twisted_bcr.messages import FinishRun, RunReport
 
 
 @implementer(IMachine)
@@ -57,9 +57,9 @@ class Driver:
     def receive(self, sender: str, message: object) -> None:
         """Accept Olympus's sealed run report; reject anything else."""
         try:
-            if not isinstance(message, Sealed) or message.signer != OLYMPUS:
-                raise crypto.BadSignature("not sealed by Olympus")
-            report = unseal(self._verifier, message, self._olympus_key.verify_key_bytes)
+            report = from_olympus(
+                self._verifier, message, self._olympus_key.verify_key_bytes
+            )
             if not isinstance(report, RunReport):
                 raise codec.BadMessage(f"unexpected {type(report).__name__}")
         except (crypto.BadSignature, codec.BadMessage) as e:

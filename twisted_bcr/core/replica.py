@@ -23,16 +23,15 @@ from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
-    OLYMPUS,
     Mode,
     ProofError,
     check_checkpoint_proof,
     check_request,
     check_statements,
+    from_olympus,
     is_checkpoint_slot,
     replica_keys,
     replica_name,
-    unseal,
 )
 from twisted_bcr.dictionary import apply_operation
 from twisted_bcr.faults import NO_FAULTS, FaultHooks
@@ -268,13 +267,10 @@ class Replica:
     # Control plane from Olympus
 
     def _on_sealed(self, sender: str, sealed: Sealed) -> None:
-        if sealed.signer != OLYMPUS:
-            self._reject(sender, f"sealed message from {sealed.signer!r}, not Olympus")
-            return
         try:
-            inner = unseal(self._verifier, sealed, self._olympus_key)
+            inner = from_olympus(self._verifier, sealed, self._olympus_key)
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"bad Olympus envelope: {e}")
+            self._reject(sender, f"sealed by {sealed.signer!r}: {e}")
             return
         if isinstance(inner, Assignment):
             self._on_assignment(inner)
