@@ -36,7 +36,6 @@ from twisted_bcr.messages import (
     CheckpointStatement,
     ClientInfo,
     ClientRequest,
-    ClientResult,
     Configuration,
     Operation,
     OrderStatement,
@@ -396,7 +395,7 @@ def make_assignment(
     state: dict[str, str] | None = None,
     first_slot: int = 0,
     failures: str = "",
-    client_results: Sequence[ClientResult] = (),
+    recovered: Sequence[Sealed] = (),
 ) -> Assignment:
     """Olympus's assignment of position C{index} of C{configuration}."""
     return Assignment(
@@ -405,7 +404,7 @@ def make_assignment(
         state=dict(state or {}),
         first_slot=first_slot,
         failures=failures,
-        client_results=tuple(client_results),
+        recovered=tuple(recovered),
     )
 
 

@@ -55,7 +55,6 @@ any_message = st.sampled_from(messages.ALL_TYPES).flatmap(strategy_for)
 
 def sample_assignment() -> messages.Assignment:
     """An assignment that exercises every kind of field the messages use."""
-    signed = messages.Signed(b"body", b"\x01" * 64)
     configuration = messages.Configuration(
         number=2,
         t=1,
@@ -71,7 +70,7 @@ def sample_assignment() -> messages.Assignment:
         state={"movie": "star", "ä": "", "": "empty key"},
         first_slot=7,
         failures="crash() ✨",
-        client_results=(messages.ClientResult(0, 3, "OK", signed),),
+        recovered=(messages.Sealed("olympus:1", "olympus", b"voucher", b"\x02" * 64),),
     )
 
 

@@ -317,7 +317,10 @@ class Assignment:
     Olympus places a spare at position C{index} of C{configuration}: the
     set-up of configuration 0, or the C{new_configuration} message (the
     paper's C{inithist}) of a later one.  C{failures} is the raw text of
-    C{failures[c,r]} from the case file, or empty.
+    C{failures[c,r]} from the case file, or empty.  C{recovered} holds, per
+    client, Olympus's sealed L{ResultFromOlympus} for the last request the
+    old configuration executed for it: the new replicas answer a resend of
+    that request with it instead of executing it again.
     """
 
     TAG: ClassVar[int] = 45
@@ -326,7 +329,7 @@ class Assignment:
     state: dict[str, str]
     first_slot: int
     failures: str
-    client_results: tuple[ClientResult, ...]
+    recovered: tuple[Sealed, ...]
 
 
 @frozen
@@ -399,11 +402,17 @@ class RunningState:
 
 @frozen
 class ResultFromOlympus:
-    """A result recovered during reconfiguration, delivered by Olympus (§9.6)."""
+    """
+    A result recovered during reconfiguration (§9.6): request C{client:seq}
+    executed at C{slot}, vouched for by the t+1 result statements of the
+    quorum.  Olympus seals it; anyone (Olympus, or a new replica answering a
+    resend) may hand the sealed envelope to the client.
+    """
 
     TAG: ClassVar[int] = 53
     client: int
     seq: int
+    slot: int
     result: str
     statements: tuple[Signed, ...]
 

@@ -147,6 +147,29 @@ class SimulatedNetwork:
 
     # Faults a test may schedule ----------------------------------------
 
+    def crash(self, address: str) -> None:
+        """The process at C{address} dies now (like SIGKILL)."""
+        self.nodes[address].log.info(
+            "{node} is killed", node=address, event="bcr.killed"
+        )
+        self.nodes[address].crash()
+
+    def stall(self, address: str, seconds: float) -> None:
+        """The process at C{address} stops for C{seconds} (like SIGSTOP, SIGCONT)."""
+        self.nodes[address].log.info(
+            "{node} is stopped for {seconds} s", node=address, seconds=seconds,
+            event="bcr.stopped",
+        )
+        self.nodes[address].stall(seconds)
+
+    def drop(self, sender: str, receiver: str) -> None:
+        """Lose every message from C{sender} to C{receiver} from now on."""
+        self.link(sender, receiver).dropped = True
+
+    def delay(self, sender: str, receiver: str, seconds: float) -> None:
+        """Add C{seconds} to every message from C{sender} to C{receiver}."""
+        self.link(sender, receiver).extra_delay = seconds
+
     def partition(self, side_a: list[str], side_b: list[str]) -> None:
         """Drop every message between the two sides, both ways."""
         for a in side_a:
@@ -226,6 +249,12 @@ class SimulatedCluster:
     report: RunReport | None = None
     all_done_at: float | None = None
 
+    def replicas_of(self, number: int) -> list[Replica]:
+        """The replicas of configuration C{number}, in chain order."""
+        by_address = {r.address: r for r in self.replicas}
+        configuration = self.olympus.configurations[number]
+        return [by_address[info.address] for info in configuration.replicas]
+
 
 def _observers_for(log_dir: str | None, stem: str, files: list[LogFiles]) -> list[ILogObserver]:
     if log_dir is None:
@@ -300,6 +329,14 @@ def build_cluster(
     return cluster
 
 
+#: After a deadline, how many Olympus step timeouts to wait for its report.
+REPORT_GRACE_STEPS = 3
+
+
+def _step_s(case: Case) -> float:
+    return max(case.head_timeout_ms, case.nonhead_timeout_ms) / 1000
+
+
 def default_deadline_s(case: Case) -> float:
     """A simulated-time bound for a run: generous, but finite."""
     requests = sum(len(w) for w in case.workloads)
@@ -313,10 +350,15 @@ def simulate(
     log_dir: str | None = None,
     deadline_s: float | None = None,
     prepare: Callable[[SimulatedCluster], None] | None = None,
+    spares: int | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} in simulation and return its summary (DESIGN §4).
 
+    @param prepare: Called with the cluster before it starts, to schedule
+        faults on C{cluster.network}.
+    @param spares: Spare replicas beyond configuration 0; by default one
+        configuration's worth, so that one reconfiguration never waits.
     @raise CaseError: the case asks for something this build cannot do.
     """
     faults.check_case(case)
@@ -324,7 +366,11 @@ def simulate(
     if log_dir is not None:
         os.makedirs(log_dir, exist_ok=True)
     try:
-        cluster = build_cluster(case, seed, log_dir, open_files=files)
+        cluster = build_cluster(
+            case, seed, log_dir,
+            spares=spares if spares is not None else case.num_replicas,
+            open_files=files,
+        )
         if prepare is not None:
             prepare(cluster)
         deadline = deadline_s if deadline_s is not None else default_deadline_s(case)
@@ -336,6 +382,13 @@ def simulate(
         if not finished:
             errors.append(
                 f"deadline of {deadline:.1f} s (simulated) passed before the run ended"
+            )
+            # Still ask Olympus for its account of the run (what it saw, the
+            # final dictionaries it can get), bounded like every other wait.
+            cluster.driver.finish("the run's deadline passed")
+            cluster.network.run_until(
+                lambda: cluster.report is not None,
+                cluster.network.clock.seconds() + REPORT_GRACE_STEPS * _step_s(case),
             )
         elapsed = cluster.all_done_at if cluster.all_done_at is not None else cluster.network.clock.seconds()
         return build_summary(

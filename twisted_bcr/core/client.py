@@ -33,8 +33,10 @@ from twisted_bcr.messages import (
     ErrorMessage,
     GetConfiguration,
     Operation,
+    ReconfigurationRequest,
     RegisterClient,
     Request,
+    ResultFromOlympus,
     ResultMessage,
     ResultStatement,
     Sealed,
@@ -177,6 +179,8 @@ class Client:
             return
         if isinstance(inner, ConfigurationReply):
             self._on_configuration(inner.configuration)
+        elif isinstance(inner, ResultFromOlympus):
+            self._on_recovered_result(sender, inner)
         else:
             self._reject(sender, f"unexpected {type(inner).__name__} from Olympus")
 
@@ -199,11 +203,11 @@ class Client:
             if previous is None:
                 self._send_next()
             return
-        if not awaiting:
-            return
         if changed:
+            # Asked for or pushed by Olympus after a reconfiguration: the
+            # outstanding request goes to the new head at once (SPEC §6.1).
             self._send_to_head()
-        else:
+        elif awaiting:
             self._retransmit()
 
     def _on_error(self, sender: str, error: ErrorMessage) -> None:
@@ -287,9 +291,11 @@ class Client:
             message.configuration, message.slot, self.index, seq,
             Operation(name, args), crypto.result_hash(message.result),
         )
-        matching, problems = count_matching_results(
+        matching, problems, contradicted = count_matching_results(
             self._verifier, message.result_proof, replica_keys(configuration), expected
         )
+        if contradicted and matching > 0:
+            self._report_misbehaviour(message, problems)
         if matching < configuration.t + 1:
             self._reject(
                 sender,
@@ -297,9 +303,42 @@ class Client:
                 f"statements, {configuration.t + 1} needed: {problems}",
             )
             return
-        self._accept(message, problems)
+        self._accept(message.slot, message.result, problems)
 
-    def _accept(self, message: ResultMessage, problems: list[str]) -> None:
+    def _report_misbehaviour(self, message: ResultMessage, problems: list[str]) -> None:
+        """Validly signed statements that contradict each other prove misbehaviour (§5.6)."""
+        reason = (
+            f"result proof for {self.index}:{message.seq} in configuration "
+            f"{message.configuration} holds contradicting statements: {problems}"
+        )
+        self._log.warn(
+            "{name} requests reconfiguration: {reason}", name=self.name, reason=reason,
+            event="bcr.reconfiguration_request", node=self.name,
+        )
+        request = ReconfigurationRequest(
+            message.configuration, self.name, reason, message.result_proof
+        )
+        self._env.send(self._olympus_address, self._seal(request))
+
+    def _on_recovered_result(self, sender: str, voucher: ResultFromOlympus) -> None:
+        """A result Olympus recovered in a reconfiguration (SPEC §9.6)."""
+        if (
+            self._signed_request is None
+            or voucher.client != self.index
+            or voucher.seq != self.outcome.accepted
+        ):
+            self._log.info(
+                "{name} ignores a recovered result for {client}:{seq}",
+                name=self.name, client=voucher.client, seq=voucher.seq,
+                event="bcr.duplicate_result", node=self.name,
+            )
+            return
+        # Olympus is trusted and sealed it: its word is the proof (SPEC §9.6 [D]).
+        self._accept(voucher.slot, voucher.result, [], recovered=True)
+
+    def _accept(
+        self, slot: int, result: str, problems: list[str], recovered: bool = False
+    ) -> None:
         seq = self.outcome.accepted
         name, args = self.outcome.operations[seq]
         now = self._env.now()
@@ -309,16 +348,17 @@ class Client:
         self._model_results.append(expected_by_model)
         self._env.cancel_timer(_REQUEST_TIMER)
         self._signed_request = None
-        self.outcome.results.append(message.result)
-        self.outcome.slots.append(message.slot)
+        self.outcome.results.append(result)
+        self.outcome.slots.append(slot)
         self.outcome.latencies_s.append(latency)
         self._log.info(
             "{name} accepted {request_id} slot {slot}: {result!r} "
-            "({ms:.1f} ms){problems}",
-            name=self.name, request_id=f"{self.index}:{seq}", slot=message.slot,
-            result=message.result, ms=latency * 1000,
+            "({ms:.1f} ms){how}{problems}",
+            name=self.name, request_id=f"{self.index}:{seq}", slot=slot,
+            result=result, ms=latency * 1000,
+            how=", recovered by Olympus" if recovered else "",
             problems=f"; ignored {problems}" if problems else "",
-            local_model_result=expected_by_model,
+            local_model_result=expected_by_model, recovered=recovered,
             event="bcr.accept", node=self.name,
         )
         self._send_next()

@@ -110,13 +110,17 @@ def count_matching_results(
     statements: Sequence[Signed],
     keys: Sequence[bytes],
     expected: ResultStatement,
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], bool]:
     """
     For a client: how many of C{statements} are validly signed by the replica
-    at their position and equal C{expected}; and a list of what was wrong with
-    the others (for the log).  Invalid signatures only reduce the count.
+    at their position and equal C{expected}; a list of what was wrong with
+    the others (for the log); and whether some validly signed statement
+    contradicts C{expected}, which together with a matching one proves
+    misbehaviour.  Invalid signatures only reduce the count: they prove
+    nothing (SPEC §5 step 6).
     """
     matching = 0
+    contradicted = False
     problems: list[str] = []
     for position, signed in enumerate(statements[: len(keys)]):
         try:
@@ -127,8 +131,9 @@ def count_matching_results(
         if statement == expected:
             matching += 1
         else:
+            contradicted = True
             problems.append(f"statement {position} contradicts the result")
-    return matching, problems
+    return matching, problems, contradicted
 
 
 def check_checkpoint_proof(

@@ -9,9 +9,12 @@ L{Assignment}.  It answers clients' configuration queries, receives
 reconfiguration requests, and at the end of a run retires every replica and
 reports their final dictionaries to whoever holds its key (the driver).
 
-The reconfiguration protocol itself (wedge, quorum, catch-up, running state,
-new configuration) belongs to the recovery layer; L{_on_reconfiguration_request}
-is where it starts.
+On an accepted reconfiguration request it runs SPEC §9: it wedges the
+chain, validates wedged messages, tries candidate quorums in a fixed order
+(the decisions are in L{twisted_bcr.core.reconfiguration}), catches the
+quorum up, hands clients the results t+1 members vouch for, takes a running
+state whose hash matches, and starts the next configuration from spares,
+carrying those results so that no request is executed twice.
 """
 
 from __future__ import annotations
@@ -24,26 +27,78 @@ from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import Case
-from twisted_bcr.core.common import OLYMPUS, replica_name, unseal
+from twisted_bcr.core.common import OLYMPUS, ProofError, replica_keys, replica_name, unseal
+from twisted_bcr.core.reconfiguration import (
+    QuorumPlan,
+    WedgedReplica,
+    candidate_quorums,
+    plan_quorum,
+    validate_wedged,
+    vouched_results,
+)
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
+    CatchUp,
+    CaughtUp,
     ClientInfo,
     Configuration,
     ConfigurationReply,
     FinalState,
     FinishRun,
     GetConfiguration,
+    GetRunningState,
     ReconfigurationRequest,
     RegisterClient,
     RegisterReplica,
     ReplicaInfo,
+    ResultStatement,
+    RunningState,
     RunReport,
     Sealed,
     Shutdown,
+    Wedged,
+    WedgeRequest,
 )
 
 _FINISH_TIMER = "finish"
+_WEDGE_TIMER = "wedge"
+_STEP_TIMER = "step"
+
+
+@define
+class _Attempt:
+    """One candidate quorum being caught up and asked for its running state."""
+
+    plan: QuorumPlan
+    caught_up: dict[int, CaughtUp] = field(factory=dict)
+    state_hash: bytes | None = None
+    #: Members asked for their running state, in the order asked.
+    asked: list[int] = field(factory=list)
+
+    @property
+    def stage(self) -> str:
+        return "catch_up" if self.state_hash is None else "running_state"
+
+
+@define
+class _Reconfiguration:
+    """Olympus's state while it replaces configuration C{number} (SPEC §9)."""
+
+    number: int
+    requested_by: list[str]
+    reason: str
+    started_at: float
+    wedged: dict[int, WedgedReplica] = field(factory=dict)
+    invalid: dict[int, str] = field(factory=dict)
+    tried: set[tuple[int, ...]] = field(factory=set)
+    #: The last slot each replica is known to have executed through catch-up.
+    executed_through: dict[int, int] = field(factory=dict)
+    attempt: _Attempt | None = None
+    #: A quorum that passed every step: the state and slot to start from.
+    ready: tuple[QuorumPlan, dict[str, str], tuple[Sealed, ...]] | None = None
+    hopeless_logged: bool = False
+    wedge_step_over: bool = False
 
 
 @define
@@ -77,8 +132,14 @@ class Olympus:
         self.spares: list[ReplicaInfo] = []
         self.clients: dict[int, ClientInfo] = {}
         self.configuration: Configuration | None = None
+        #: Every configuration so far, by number, and the slot each began at.
+        self.configurations: dict[int, Configuration] = {}
+        self._first_slots: dict[int, int] = {}
         #: One record per reconfiguration, as in the summary JSON (DESIGN §4).
         self.reconfigurations: list[dict[str, object]] = []
+        self.reconfiguring: _Reconfiguration | None = None
+        #: Problems Olympus saw that the run report must carry.
+        self.errors: list[str] = []
         self._finishing: _Finishing | None = None
 
     @property
@@ -121,8 +182,12 @@ class Olympus:
         handler(self, message.sender, message.signer, inner)
 
     def timer_expired(self, key: str) -> None:
-        """Only the end-of-run collection is timed here."""
-        if key == _FINISH_TIMER and self._finishing is not None:
+        """A reconfiguration step or the end-of-run collection timed out."""
+        if key == _WEDGE_TIMER:
+            self._wedge_step_expired()
+        elif key == _STEP_TIMER:
+            self._attempt_step_expired()
+        elif key == _FINISH_TIMER and self._finishing is not None:
             finishing = self._finishing
             missing = [
                 i for i in range(finishing.expected) if i not in finishing.final_states
@@ -160,11 +225,12 @@ class Olympus:
             return unseal(self._verifier, sealed, self._key.verify_key_bytes)
         if signer.startswith("replica "):
             number, index = (int(x) for x in signer.split()[1].split("."))
-            if self.configuration is None or number != self.configuration.number:
-                raise LookupError("not a replica of the current configuration")
-            if not 0 <= index < len(self.configuration.replicas):
-                raise LookupError(f"no replica {index} in the current configuration")
-            key = self.configuration.replicas[index].verify_key
+            configuration = self.configurations.get(number)
+            if configuration is None:
+                raise LookupError(f"there is no configuration {number}")
+            if not 0 <= index < len(configuration.replicas):
+                raise LookupError(f"no replica {index} in configuration {number}")
+            key = configuration.replicas[index].verify_key
             return unseal(self._verifier, sealed, key)
         raise LookupError("unknown signer")
 
@@ -181,7 +247,13 @@ class Olympus:
             address=message.address, count=len(self.spares),
             verify_key=message.verify_key.hex(), event="bcr.spare", node=self.name,
         )
+        if self._finishing is not None:
+            # Too late to serve: retire it like the spares that were idle.
+            self._env.send(message.address, self._seal(Shutdown(-1)))
+            return
         self._maybe_set_up()
+        if self.reconfiguring is not None and self.reconfiguring.ready is not None:
+            self._install_next()
 
     def _on_register_client(self, sender: str, signer: str, message: RegisterClient) -> None:
         known = self.clients.get(message.index)
@@ -216,7 +288,13 @@ class Olympus:
         for client in sorted(self.clients.values(), key=lambda c: c.index):
             self._send_configuration(client)
 
-    def _install(self, number: int, state: dict[str, str], first_slot: int) -> None:
+    def _install(
+        self,
+        number: int,
+        state: dict[str, str],
+        first_slot: int,
+        recovered: tuple[Sealed, ...] = (),
+    ) -> None:
         """Take 2t+1 spares and make them configuration C{number}."""
         case = self._case
         chosen = self.spares[: self.replicas_needed]
@@ -231,9 +309,13 @@ class Olympus:
             nonhead_timeout_ms=case.nonhead_timeout_ms,
         )
         self.configuration = configuration
+        self.configurations[number] = configuration
+        self._first_slots[number] = first_slot
         self._log.info(
-            "olympus set up configuration {number}: {replicas}",
+            "olympus set up configuration {number}: {replicas}, first slot "
+            "{first_slot}, {keys} keys in the initial state",
             number=number, replicas=[r.address for r in chosen],
+            first_slot=first_slot, keys=len(state),
             event="bcr.new_configuration", node=self.name,
         )
         for index, replica in enumerate(chosen):
@@ -243,7 +325,7 @@ class Olympus:
                 state=state,
                 first_slot=first_slot,
                 failures=case.failure_text_for(number, index),
-                client_results=(),
+                recovered=recovered,
             )
             self._log.info(
                 "olympus assigns {address} as {replica}",
@@ -271,17 +353,349 @@ class Olympus:
         self._send_configuration(client)
 
     # ------------------------------------------------------------------
-    # Reconfiguration (the recovery layer builds on this)
+    # Reconfiguration (SPEC §7, §9)
+
+    def _step_s(self) -> float:
+        """How long one reconfiguration step waits for replies (SPEC §9.4)."""
+        return max(self._case.head_timeout_ms, self._case.nonhead_timeout_ms) / 1000
 
     def _on_reconfiguration_request(
         self, sender: str, signer: str, message: ReconfigurationRequest
     ) -> None:
+        current = self.configuration
         self._log.warn(
             "olympus received a reconfiguration request from {requester} for "
             "configuration {configuration}: {reason}",
-            requester=message.requester, configuration=message.configuration,
+            requester=signer, configuration=message.configuration,
             reason=message.reason, event="bcr.reconfiguration_request", node=self.name,
         )
+        if current is None or message.configuration != current.number:
+            self._ignore_request(signer, "it names an old configuration")
+            return
+        if signer.startswith("client ") and not self._proves_misbehaviour(message):
+            self._ignore_request(signer, "a client's request needs a proof of misbehaviour")
+            return
+        if signer.startswith("replica ") and not signer.startswith(
+            f"replica {current.number}."
+        ):
+            self._ignore_request(signer, "it comes from a replica of an old configuration")
+            return
+        if self.reconfiguring is not None:
+            if signer not in self.reconfiguring.requested_by:
+                self.reconfiguring.requested_by.append(signer)
+            self._ignore_request(signer, "a reconfiguration is already running")
+            return
+        if self._finishing is not None:
+            self._ignore_request(signer, "the run is finishing")
+            return
+        self.reconfiguring = _Reconfiguration(
+            number=current.number,
+            requested_by=[signer],
+            reason=message.reason,
+            started_at=self._env.now(),
+        )
+        self._log.warn(
+            "olympus reconfigures configuration {number}: wedging its replicas",
+            number=current.number, event="bcr.wedge", node=self.name,
+        )
+        wedge = self._seal(WedgeRequest(current.number))
+        for replica in current.replicas:
+            self._env.send(replica.address, wedge)
+        self._env.start_timer(_WEDGE_TIMER, self._step_s())
+
+    def _ignore_request(self, signer: str, why: str) -> None:
+        self._log.info(
+            "olympus ignores the reconfiguration request of {requester}: {why}",
+            requester=signer, why=why, event="bcr.request_ignored", node=self.name,
+        )
+
+    def _proves_misbehaviour(self, message: ReconfigurationRequest) -> bool:
+        """
+        A client's proof (SPEC §7): result statements of the current
+        configuration, at their chain positions, two of which are validly
+        signed and contradict each other about the same request.
+        """
+        assert self.configuration is not None
+        keys = replica_keys(self.configuration)
+        seen: dict[tuple[int, int, int], ResultStatement] = {}
+        for position, signed in enumerate(message.proof[: len(keys)]):
+            try:
+                statement = self._verifier.verify(signed, keys[position], ResultStatement)
+            except (crypto.BadSignature, codec.BadMessage):
+                continue
+            if statement.configuration != self.configuration.number:
+                continue
+            key = (statement.client, statement.seq, statement.slot)
+            other = seen.setdefault(key, statement)
+            if other != statement:
+                return True
+        return False
+
+    def _on_wedged(self, sender: str, signer: str, message: Wedged) -> None:
+        state = self.reconfiguring
+        if state is None or message.configuration != state.number or signer != replica_name(
+            message.configuration, message.index
+        ):
+            self._reject(sender, f"wedged message of {signer} outside a reconfiguration")
+            return
+        if message.index in state.wedged or message.index in state.invalid:
+            self._reject(sender, f"second wedged message of {signer}")
+            return
+        configuration = self.configurations[state.number]
+        client_keys = {c.index: c.verify_key for c in configuration.clients}
+        try:
+            wedged = validate_wedged(
+                self._verifier, message, configuration, self._first_slots[state.number],
+                client_keys,
+            )
+        except ProofError as e:
+            state.invalid[message.index] = str(e)
+            self._log.warn(
+                "olympus: wedged message of {replica} is invalid: {reason}",
+                replica=signer, reason=str(e), index=message.index,
+                event="bcr.wedged", valid=False, node=self.name,
+            )
+            self._search()
+            return
+        state.wedged[message.index] = wedged
+        self._log.info(
+            "olympus: wedged message of {replica} is valid: {length} history entries "
+            "after checkpoint slot {checkpoint}",
+            replica=signer, length=len(wedged.history), checkpoint=wedged.checkpoint_slot,
+            index=message.index, last_slot=wedged.last_slot,
+            event="bcr.wedged", valid=True, node=self.name,
+        )
+        self._search()
+
+    def _wedge_step_expired(self) -> None:
+        state = self.reconfiguring
+        if state is None:
+            return
+        state.wedge_step_over = True
+        missing = [
+            i for i in range(self.replicas_needed)
+            if i not in state.wedged and i not in state.invalid
+        ]
+        self._log.info(
+            "olympus: no wedged message from replicas {missing} within the step "
+            "timeout; still listening for them",
+            missing=missing, event="bcr.wedge_timeout", node=self.name,
+        )
+        self._search()
+
+    def _search(self) -> None:
+        """Try the next candidate quorum, unless one is being tried (SPEC §9.4)."""
+        state = self.reconfiguring
+        if state is None or state.attempt is not None or state.ready is not None:
+            return
+        for quorum in candidate_quorums(list(state.wedged), self._case.t, state.tried):
+            state.tried.add(quorum)
+            try:
+                plan = plan_quorum([state.wedged[i] for i in quorum], state.executed_through)
+            except ProofError as e:
+                self._log.info(
+                    "olympus: quorum {quorum} is not consistent: {reason}",
+                    quorum=list(quorum), reason=str(e), event="bcr.quorum_rejected",
+                    node=self.name,
+                )
+                continue
+            self._start_attempt(plan)
+            return
+        heard = len(state.wedged) + len(state.invalid)
+        if (heard == self.replicas_needed or state.wedge_step_over) and not state.hopeless_logged:
+            state.hopeless_logged = True
+            problem = (
+                f"more than t={self._case.t} replicas of configuration {state.number} "
+                f"seem faulty: no quorum of {self._case.t + 1} can be formed from "
+                f"{len(state.wedged)} valid wedged messages (invalid: "
+                f"{sorted(state.invalid)}, tried: {sorted(state.tried)})"
+            )
+            self.errors.append(problem)
+            self._log.error(
+                "olympus: {problem}; still waiting", problem=problem,
+                event="bcr.no_quorum", node=self.name,
+            )
+
+    def _start_attempt(self, plan: QuorumPlan) -> None:
+        state = self.reconfiguring
+        assert state is not None
+        state.attempt = _Attempt(plan)
+        configuration = self.configurations[state.number]
+        self._log.info(
+            "olympus tries quorum {quorum}: checkpoint slot {checkpoint}, LH of "
+            "{length} entries ending at slot {last_slot}; catch-up lists {lists}",
+            quorum=list(plan.quorum), checkpoint=plan.checkpoint_slot,
+            length=len(plan.longest_history), last_slot=plan.last_slot,
+            lists={str(i): [e.slot for e in entries] for i, entries in plan.catch_up.items()},
+            event="bcr.quorum", node=self.name,
+        )
+        for index in plan.quorum:
+            catch_up = CatchUp(state.number, plan.catch_up[index])
+            self._env.send(configuration.replicas[index].address, self._seal(catch_up))
+        self._env.start_timer(_STEP_TIMER, self._step_s())
+
+    def _fail_attempt(self, reason: str) -> None:
+        state = self.reconfiguring
+        assert state is not None and state.attempt is not None
+        self._log.warn(
+            "olympus: quorum {quorum} failed: {reason}",
+            quorum=list(state.attempt.plan.quorum), reason=reason,
+            event="bcr.quorum_failed", node=self.name,
+        )
+        self._env.cancel_timer(_STEP_TIMER)
+        state.attempt = None
+        self._search()
+
+    def _on_caught_up(self, sender: str, signer: str, message: CaughtUp) -> None:
+        state = self.reconfiguring
+        attempt = state.attempt if state is not None else None
+        if (
+            state is None or attempt is None or attempt.stage != "catch_up"
+            or message.configuration != state.number
+            or message.index not in attempt.plan.quorum
+            or signer != replica_name(state.number, message.index)
+        ):
+            self._reject(sender, f"caught_up from {signer} that nobody asked for")
+            return
+        attempt.caught_up[message.index] = message
+        state.executed_through[message.index] = attempt.plan.last_slot
+        self._log.info(
+            "olympus: {replica} caught up, state hash {hash}",
+            replica=signer, hash=message.state_hash.hex(), event="bcr.caught_up",
+            node=self.name,
+        )
+        if len(attempt.caught_up) < len(attempt.plan.quorum):
+            return
+        hashes = {m.state_hash for m in attempt.caught_up.values()}
+        if len(hashes) != 1:
+            self._fail_attempt(
+                "caught-up state hashes differ: "
+                + ", ".join(
+                    f"{i}: {m.state_hash.hex()[:16]}"
+                    for i, m in sorted(attempt.caught_up.items())
+                )
+            )
+            return
+        attempt.state_hash = hashes.pop()
+        self._env.cancel_timer(_STEP_TIMER)
+        self._ask_running_state()
+
+    def _ask_running_state(self) -> None:
+        state = self.reconfiguring
+        assert state is not None and state.attempt is not None
+        attempt = state.attempt
+        remaining = [i for i in attempt.plan.quorum if i not in attempt.asked]
+        if not remaining:
+            self._fail_attempt("no member returned a running state with the agreed hash")
+            return
+        index = remaining[0]
+        attempt.asked.append(index)
+        self._log.info(
+            "olympus asks {replica} for its running state",
+            replica=replica_name(state.number, index), event="bcr.get_running_state",
+            node=self.name,
+        )
+        address = self.configurations[state.number].replicas[index].address
+        self._env.send(address, self._seal(GetRunningState(state.number)))
+        self._env.start_timer(_STEP_TIMER, self._step_s())
+
+    def _attempt_step_expired(self) -> None:
+        state = self.reconfiguring
+        if state is None or state.attempt is None:
+            return
+        attempt = state.attempt
+        if attempt.stage == "catch_up":
+            silent = [i for i in attempt.plan.quorum if i not in attempt.caught_up]
+            self._fail_attempt(f"replicas {silent} did not answer catch_up in time")
+        else:
+            self._log.warn(
+                "olympus: {replica} did not send its running state in time",
+                replica=replica_name(state.number, attempt.asked[-1]),
+                event="bcr.running_state_timeout", node=self.name,
+            )
+            self._ask_running_state()
+
+    def _on_running_state(self, sender: str, signer: str, message: RunningState) -> None:
+        state = self.reconfiguring
+        attempt = state.attempt if state is not None else None
+        if (
+            state is None or attempt is None or attempt.stage != "running_state"
+            or message.configuration != state.number or not attempt.asked
+            or message.index != attempt.asked[-1]
+            or signer != replica_name(state.number, message.index)
+        ):
+            self._reject(sender, f"running_state from {signer} that nobody asked for")
+            return
+        self._env.cancel_timer(_STEP_TIMER)
+        if crypto.state_hash(message.state) != attempt.state_hash:
+            self._log.warn(
+                "olympus: the running state of {replica} does not match the caught-up hash",
+                replica=signer, event="bcr.running_state", matches=False, node=self.name,
+            )
+            self._ask_running_state()
+            return
+        self._log.info(
+            "olympus chose the running state of {replica}: {keys} keys",
+            replica=signer, keys=len(message.state), event="bcr.running_state",
+            matches=True, node=self.name,
+        )
+        configuration = self.configurations[state.number]
+        vouchers = vouched_results(self._verifier, attempt.caught_up, configuration)
+        recovered = tuple(self._seal(voucher) for voucher in vouchers)
+        for voucher, sealed in zip(vouchers, recovered, strict=True):
+            client = self.clients.get(voucher.client)
+            if client is not None:
+                self._log.info(
+                    "olympus sends client {client} the result of {client}:{seq}: "
+                    "{result!r} (slot {slot})",
+                    client=voucher.client, seq=voucher.seq, result=voucher.result,
+                    slot=voucher.slot, event="bcr.result_from_olympus", node=self.name,
+                )
+                self._env.send(client.address, sealed)
+        state.ready = (attempt.plan, dict(message.state), recovered)
+        state.attempt = None
+        self._install_next()
+
+    def _install_next(self) -> None:
+        """Start the new configuration from the chosen state, once spares suffice."""
+        state = self.reconfiguring
+        assert state is not None and state.ready is not None
+        if len(self.spares) < self.replicas_needed:
+            self._log.warn(
+                "olympus waits for spares: {have} registered, {need} needed",
+                have=len(self.spares), need=self.replicas_needed,
+                event="bcr.waiting_for_spares", node=self.name,
+            )
+            return
+        plan, running_state, recovered = state.ready
+        old = self.configurations[state.number]
+        self._install(state.number + 1, running_state, plan.last_slot + 1, recovered)
+        shutdown = self._seal(Shutdown(old.number))
+        for replica in old.replicas:
+            self._env.send(replica.address, shutdown)
+        record = {
+            "from": old.number,
+            "to": old.number + 1,
+            "requested_by": state.requested_by,
+            "reason": state.reason,
+            "quorum": list(plan.quorum),
+            "lh_length": len(plan.longest_history),
+            "checkpoint_slot": plan.checkpoint_slot,
+            "first_slot": plan.last_slot + 1,
+            "quorums_tried": len(state.tried),
+            "duration_s": round(self._env.now() - state.started_at, 6),
+        }
+        self.reconfigurations.append(record)
+        self.reconfiguring = None
+        self._env.cancel_timer(_WEDGE_TIMER)
+        self._log.info(
+            "olympus finished reconfiguration {from_} -> {to} in {duration_s} s",
+            from_=old.number, to=old.number + 1, duration_s=record["duration_s"],
+            record=record, event="bcr.reconfigured", node=self.name,
+        )
+        # Tell every client at once instead of waiting for their timeouts.
+        for client in sorted(self.clients.values(), key=lambda c: c.index):
+            self._send_configuration(client)
 
     # ------------------------------------------------------------------
     # End of run
@@ -296,6 +710,16 @@ class Olympus:
             return
         expected = len(self.configuration.replicas) if self.configuration else 0
         self._finishing = _Finishing(driver=sender, expected=expected)
+        if self.reconfiguring is not None:
+            state = self.reconfiguring
+            self.errors.append(
+                f"the run ended while configuration {state.number} was being "
+                f"reconfigured ({len(state.wedged)} valid wedged messages, quorums "
+                f"tried: {sorted(state.tried)})"
+            )
+            self._env.cancel_timer(_WEDGE_TIMER)
+            self._env.cancel_timer(_STEP_TIMER)
+            self.reconfiguring = None
         self._log.info(
             "olympus finishing the run ({reason}): retiring {count} replicas",
             reason=message.reason, count=expected,
@@ -312,11 +736,22 @@ class Olympus:
             self._report()
             return
         # Replicas may take one step timeout to drain before reporting.
-        step_s = max(self._case.head_timeout_ms, self._case.nonhead_timeout_ms) / 1000
-        self._env.start_timer(_FINISH_TIMER, 2 * step_s)
+        self._env.start_timer(_FINISH_TIMER, 2 * self._step_s())
 
     def _on_final_state(self, sender: str, signer: str, message: FinalState) -> None:
         finishing = self._finishing
+        current = self.configuration
+        if (
+            current is not None and message.configuration < current.number
+            and signer == replica_name(message.configuration, message.index)
+        ):
+            # A replica of a replaced configuration, retired by Olympus.
+            self._log.info(
+                "olympus: retired {replica} reports its final dictionary {state!r}",
+                replica=signer, state=dict(sorted(message.state.items())),
+                last_slot=message.last_slot, event="bcr.retired", node=self.name,
+            )
+            return
         if finishing is None or finishing.reported:
             self._reject(sender, "final state outside the end of a run")
             return
@@ -350,7 +785,7 @@ class Olympus:
                 finishing.final_states[i] for i in sorted(finishing.final_states)
             ),
             reconfigurations_json=json.dumps(self.reconfigurations),
-            errors=tuple(finishing.errors),
+            errors=tuple(self.errors + finishing.errors),
         )
         self._log.info(
             "olympus reports the run to {driver}", driver=finishing.driver,
@@ -359,6 +794,9 @@ class Olympus:
         self._env.send(finishing.driver, self._seal(report))
 
     _handlers: dict[type, Callable[..., None]] = {
+        Wedged: _on_wedged,
+        CaughtUp: _on_caught_up,
+        RunningState: _on_running_state,
         RegisterReplica: _on_register_replica,
         RegisterClient: _on_register_client,
         GetConfiguration: _on_get_configuration,

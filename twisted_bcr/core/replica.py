@@ -38,6 +38,8 @@ from twisted_bcr.faults import NO_FAULTS, FaultHooks
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
+    CatchUp,
+    CaughtUp,
     CheckpointMessage,
     CheckpointProof,
     CheckpointStatement,
@@ -48,18 +50,23 @@ from twisted_bcr.messages import (
     ErrorMessage,
     FinalState,
     ForwardedRequest,
+    GetRunningState,
     HistoryEntry,
     OrderStatement,
     ReconfigurationRequest,
     RegisterReplica,
     Request,
+    ResultFromOlympus,
     ResultMessage,
     ResultShuttle,
     ResultStatement,
+    RunningState,
     Sealed,
     Shutdown,
     Shuttle,
     Signed,
+    Wedged,
+    WedgeRequest,
 )
 
 #: How many result shuttles a replica keeps for answering retransmissions.
@@ -134,6 +141,9 @@ class Replica:
         #: slot -> state hash recorded right after executing a checkpoint slot.
         self._checkpoint_hashes: dict[int, bytes] = {}
         self._early_messages: list[tuple[str, object]] = []
+        #: client -> (seq, Olympus's sealed voucher) inherited from the old
+        #: configuration: that request must not be executed again.
+        self._recovered: dict[int, tuple[int, Sealed]] = {}
         #: Olympus has asked us to retire; we do once the chain has drained.
         self._retiring = False
 
@@ -233,6 +243,11 @@ class Replica:
         return crypto.seal(self._key, self._env.address, self.name, message)
 
     @property
+    def address(self) -> str:
+        """Where this replica is reached (it registered this with Olympus)."""
+        return self._env.address
+
+    @property
     def is_head(self) -> bool:
         return self.index == 0
 
@@ -276,6 +291,12 @@ class Replica:
             self._on_assignment(inner)
         elif isinstance(inner, Shutdown):
             self._on_shutdown(inner)
+        elif isinstance(inner, WedgeRequest):
+            self._on_wedge_request(sender, inner)
+        elif isinstance(inner, CatchUp):
+            self._on_catch_up(sender, inner)
+        elif isinstance(inner, GetRunningState):
+            self._on_get_running_state(sender, inner)
         else:
             self._reject(sender, f"unexpected {type(inner).__name__} from Olympus")
 
@@ -313,7 +334,7 @@ class Replica:
         self.state = dict(assignment.state)
         self.next_slot = assignment.first_slot
         self.last_executed = assignment.first_slot - 1
-        self.last_results = {r.client: r for r in assignment.client_results}
+        self._take_recovered_results(assignment.recovered)
         if self._faults_factory is not None and assignment.failures:
             self.faults = self._faults_factory(self, assignment.failures)
         self.mode = Mode.ACTIVE
@@ -335,6 +356,122 @@ class Replica:
         for sender, message in early:
             self.receive(sender, message)
 
+    def _take_recovered_results(self, recovered: tuple[Sealed, ...]) -> None:
+        """
+        Olympus's vouchers for the last request the old configuration executed
+        for each client: answer a resend of that request with the voucher
+        instead of executing it again, and make the result our own most
+        recent result statement for that client (SPEC §9.5 needs one).
+        """
+        assert self.configuration is not None
+        for sealed in recovered:
+            try:
+                voucher = from_olympus(self._verifier, sealed, self._olympus_key)
+                if not isinstance(voucher, ResultFromOlympus) or not voucher.statements:
+                    raise codec.BadMessage(f"unexpected {type(voucher).__name__}")
+                vouched = codec.decode(voucher.statements[0].body, ResultStatement)
+                assert isinstance(vouched, ResultStatement)
+            except (crypto.BadSignature, codec.BadMessage) as e:
+                self._reject(self._olympus_address, f"recovered result: {e}")
+                continue
+            own = self._sign(
+                ResultStatement(
+                    self.configuration.number, voucher.slot, voucher.client, voucher.seq,
+                    vouched.operation, crypto.result_hash(voucher.result),
+                )
+            )
+            self.last_results[voucher.client] = ClientResult(
+                voucher.client, voucher.seq, voucher.result, own
+            )
+            self._recovered[voucher.client] = (voucher.seq, sealed)
+
+    # ------------------------------------------------------------------
+    # Reconfiguration (SPEC §9.2, §9.5, §9.7)
+
+    def _from_current_olympus(self, sender: str, kind: str, configuration: int) -> bool:
+        """Is an Olympus message of type C{kind} for our configuration?"""
+        if self.configuration is None or configuration != self.configuration.number:
+            self._reject(sender, f"{kind} for configuration {configuration}")
+            return False
+        return True
+
+    def _on_wedge_request(self, sender: str, message: WedgeRequest) -> None:
+        if not self.faults.received("wedge_request", None):
+            return
+        if not self._from_current_olympus(sender, "wedge_request", message.configuration):
+            return
+        assert self.configuration is not None
+        self.mode = Mode.IMMUTABLE
+        for client_key in list(self._awaiting_client):
+            self._stop_awaiting(client_key)
+        history = tuple(self.history[slot] for slot in sorted(self.history))
+        checkpoint_slot = self.checkpoint.slot if self.checkpoint is not None else None
+        self._log.info(
+            "{name} is wedged: immutable; sends its history of {length} entries "
+            "after checkpoint slot {checkpoint}",
+            name=self.name, length=len(history), checkpoint=checkpoint_slot,
+            slots=[entry.slot for entry in history], event="bcr.wedged", node=self.name,
+        )
+        wedged = Wedged(self.configuration.number, self.index, history, self.checkpoint)
+        self._send(self._olympus_address, self._seal(wedged), "wedged")
+
+    def _on_catch_up(self, sender: str, message: CatchUp) -> None:
+        if not self.faults.received("catch_up", None):
+            return
+        if not self._from_current_olympus(sender, "catch_up", message.configuration):
+            return
+        assert self.configuration is not None
+        executed = []
+        for entry in message.entries:
+            if entry.slot <= self.last_executed:
+                continue
+            if entry.slot != self.last_executed + 1:
+                self._log.warn(
+                    "{name} cannot catch up: slot {slot} after {last}",
+                    name=self.name, slot=entry.slot, last=self.last_executed,
+                    event="bcr.catch_up_hole", node=self.name,
+                )
+                break
+            # Olympus checked the request and its order proof.
+            request = codec.decode(entry.request.body, Request)
+            assert isinstance(request, Request)
+            result = apply_operation(
+                self.state, request.operation.name, request.operation.args
+            )
+            self.last_executed = entry.slot
+            self.history[entry.slot] = entry
+            statement = self._sign(
+                ResultStatement(
+                    self.configuration.number, entry.slot, request.client, request.seq,
+                    request.operation, crypto.result_hash(result),
+                )
+            )
+            self.last_results[request.client] = ClientResult(
+                request.client, request.seq, result, statement
+            )
+            executed.append(entry.slot)
+        state_hash = crypto.state_hash(self.state)
+        self._log.info(
+            "{name} caught up on slots {slots}: state hash {hash}",
+            name=self.name, slots=executed, hash=state_hash.hex(),
+            event="bcr.caught_up", node=self.name,
+        )
+        caught_up = CaughtUp(
+            self.configuration.number, self.index, state_hash,
+            tuple(self.last_results[client] for client in sorted(self.last_results)),
+        )
+        self._send(self._olympus_address, self._seal(caught_up), "caught_up")
+
+    def _on_get_running_state(self, sender: str, message: GetRunningState) -> None:
+        if not self.faults.received("get_running_state", None):
+            return
+        if not self._from_current_olympus(sender, "get_running_state", message.configuration):
+            return
+        assert self.configuration is not None
+        running = RunningState(self.configuration.number, self.index, dict(self.state))
+        self._send(self._olympus_address, self._seal(running), "running_state",
+                   keys=len(self.state))
+
     def _on_shutdown(self, shutdown: Shutdown) -> None:
         if self.configuration is None:
             self._log.info(
@@ -354,7 +491,8 @@ class Replica:
         if self._retiring:
             return
         self._retiring = True
-        if self._drained():
+        if self._drained() or self.mode is Mode.IMMUTABLE:
+            # A wedged replica has nothing left in flight that matters.
             self._retire()
             return
         # Let the work already in the chain finish first: result shuttles on
@@ -437,6 +575,18 @@ class Replica:
     ) -> None:
         """The cases of SPEC §6.2, in order; a first-time request is case 4."""
         client_key = (request.client, request.seq)
+        recovered = self._recovered.get(request.client)
+        if recovered is not None and request.seq <= recovered[0]:
+            if request.seq == recovered[0]:
+                # Executed by the old configuration: exactly once (SPEC §9.7).
+                self._log_case(request, "result recovered by Olympus")
+                self._send(
+                    self._client_addresses[request.client], recovered[1],
+                    "result_from_olympus", request_id=request.request_id,
+                )
+            else:
+                self._log_case(request, "older than a recovered result; ignored")
+            return
         cached = self._result_cache.get(client_key)
         if cached is not None:
             self._log_case(request, "cached result")
