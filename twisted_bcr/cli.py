@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         help="';'-separated addresses replicas bind to instead of 127.0.0.1 "
         "(the case file's hosts are reported but never used unless given here)",
     )
+    run.add_argument(
+        "--spares", type=int,
+        help="spare replica processes kept ready for reconfigurations [default: 2t+1]",
+    )
     run.add_argument("--quiet", action="store_true", help="print only PASS/FAIL")
 
     simulate = commands.add_parser(
@@ -130,8 +134,11 @@ def _run(args: argparse.Namespace) -> int:
 
     case = _load_case(args.case)
     hosts = _hosts(args.hosts)
+    if args.spares is not None and args.spares < 0:
+        raise UsageProblem("--spares must be at least 0")
     summary = launch.run_case_blocking(
-        case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts
+        case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
+        spares=args.spares,
     )
     _write_json(args.summary, summary)
     _print_summary(summary, args.quiet)

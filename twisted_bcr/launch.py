@@ -113,6 +113,8 @@ class ReadyInfo:
     configuration: int
     replicas: list[str]
     replica_logs: list[str]
+    #: The process id of each replica, to kill or stop it in a test.
+    replica_pids: list[int]
 
 
 class _OneShot:
@@ -240,8 +242,11 @@ class _Run:
         deadline_s: float,
         hosts: Sequence[str] | None,
         on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None,
+        spares: int = 0,
     ) -> None:
         self.reactor = reactor
+        #: Unassigned spare replicas kept booted and registered at all times.
+        self.spare_count = spares
         self.case = case
         self.stem = stem
         self.case_file = case_file
@@ -498,11 +503,10 @@ class _Run:
             "configuration {number} is {replicas}", number=number,
             replicas=self.configurations[number], event="bcr.configuration",
         )
-        if self.case.failures and not self.finishing:
-            # Keep one configuration's worth of spares ready for the next
-            # reconfiguration (booting them only once configuration 0 is up
-            # keeps its start fast).
-            wanted = (number + 2) * self.case.num_replicas
+        if not self.finishing:
+            # Configuration `number` used up spares: boot new ones so that a
+            # later reconfiguration still never waits for a process to start.
+            wanted = (number + 1) * self.case.num_replicas + self.spare_count
             for _ in range(wanted - len(self.spares)):
                 self._spawn_spare(self._olympus_key_bytes)
 
@@ -518,6 +522,9 @@ class _Run:
             replica_logs=[
                 os.path.join(self.log_dir, spares[a].name + ".json") if a in spares else ""
                 for a in replicas
+            ],
+            replica_pids=[
+                spares[a].transport.pid if a in spares else -1 for a in replicas
             ],
         )
         return ensureDeferred(_as_coroutine(self.on_ready, info))
@@ -565,8 +572,14 @@ class _Run:
                 olympus_key.save(key_file)
                 self._olympus_key_bytes = olympus_key.verify_key_bytes
                 await self._start_olympus(key_file)
-                for _ in range(self.case.num_replicas):
+                for _ in range(self.case.num_replicas + self.spare_count):
                     self._spawn_spare(self._olympus_key_bytes)
+                # Start the workload on a quiet machine: every spare has
+                # booted and registered before the first request.
+                await self._wait(
+                    self._poll(lambda: len(self._spare_addresses()) == len(self.spares)),
+                    "every replica process to listen",
+                )
                 await self._start_clients_and_driver(olympus_key)
                 await self._wait(self.all_finished.wait(), "every client to finish")
                 self.finishing = True
@@ -878,6 +891,7 @@ async def run_case(
     deadline_s: float | None = None,
     hosts: Sequence[str] | None = None,
     on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None = None,
+    spares: int | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -893,9 +907,16 @@ async def run_case(
         default everything runs on 127.0.0.1, whatever the case says.
     @param on_ready: Called with a L{ReadyInfo} once configuration 0 is set
         up; the run is not finished before what it returns has completed.
+    @param spares: Spare replica processes kept booted beyond the current
+        configuration, so that a reconfiguration never waits for a process
+        to start; by default one configuration's worth (2t+1).
     @raise CaseError: The case file is unusable; nothing was started.
     """
     case, stem, directory, case_file = _prepare(case, log_dir)
+    if spares is None:
+        spares = case.num_replicas
+    if spares < 0:
+        raise CaseError(case.path, f"cannot keep {spares} spares")
     run = _Run(
         reactor,
         case,
@@ -905,6 +926,7 @@ async def run_case(
         deadline_s if deadline_s is not None else default_deadline_s(case),
         hosts,
         on_ready,
+        spares,
     )
     return await run.run()
 
@@ -914,6 +936,7 @@ def run_case_blocking(
     log_dir: str | None = None,
     deadline_s: float | None = None,
     hosts: Sequence[str] | None = None,
+    spares: int | None = None,
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -932,6 +955,8 @@ def run_case_blocking(
         command += ["--deadline", repr(deadline_s)]
     if hosts:
         command += ["--hosts", ";".join(hosts)]
+    if spares is not None:
+        command += ["--spares", str(spares)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=_child_environment())
     # The launcher enforces the run's deadline itself; this bound only
@@ -978,6 +1003,10 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--log-dir", help="directory for every log and the summary")
     parser.add_argument("--deadline", type=float, help="seconds before the run is abandoned")
     parser.add_argument("--hosts", help="';'-separated addresses to bind to")
+    parser.add_argument(
+        "--spares", type=int, default=None,
+        help="spare replicas kept ready [default: 2t+1, one configuration's worth]",
+    )
     return parser.parse_args(argv)
 
 
@@ -992,7 +1021,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     hosts = [h.strip() for h in options.hosts.split(";") if h.strip()] if options.hosts else None
 
     async def run(reactor: Any) -> None:
-        summary = await run_case(reactor, case, options.log_dir, options.deadline, hosts)
+        summary = await run_case(
+            reactor, case, options.log_dir, options.deadline, hosts, spares=options.spares
+        )
         raise SystemExit(0 if summary["ok"] else 1)
 
     react(run)
