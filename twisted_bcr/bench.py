@@ -68,6 +68,7 @@ def run_benchmark(
     runs: int,
     log_dir: str | None = None,
     hosts: list[str] | None = None,
+    kill_head_after: int | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} C{runs} times with real processes; return the JSON report.
@@ -80,7 +81,9 @@ def run_benchmark(
     for number in range(runs):
         run_dir = f"{log_dir}/run-{number}" if log_dir else None
         started = time.monotonic()
-        summary = launch.run_case_blocking(case, log_dir=run_dir, hosts=hosts)
+        summary = launch.run_case_blocking(
+            case, log_dir=run_dir, hosts=hosts, kill_head_after=kill_head_after
+        )
         wall = time.monotonic() - started
         results.append(
             {
@@ -92,6 +95,8 @@ def run_benchmark(
                 "throughput_ops_s": summary["throughput_ops_s"],
                 "latency_ms": summary["latency_ms"],
                 "peak_memory_kib": summary.get("peak_memory_kib", {}),
+                "configurations": summary["configurations"],
+                "reconfiguration_timing": summary.get("reconfiguration_timing"),
                 "errors": summary["errors"],
             }
         )
@@ -103,6 +108,7 @@ def run_benchmark(
         "requests": sum(len(w) for w in case.workloads),
         "runs": results,
         "hosts": hosts or ["127.0.0.1"],
+        "kill_head_after": kill_head_after,
         "median": {
             "workload_s": median["workload_s"],
             "elapsed_s": median["elapsed_s"],
@@ -111,6 +117,7 @@ def run_benchmark(
             ),
             "throughput_ops_s": median["throughput_ops_s"],
             "latency_ms": median["latency_ms"],
+            "reconfiguration_s": _median_reconfiguration(results),
         },
         "ok": all(r["ok"] for r in results),
         "machine": {
@@ -119,6 +126,15 @@ def run_benchmark(
             "cpus": _cpu_count(),
         },
     }
+
+
+def _median_reconfiguration(results: list[dict[str, Any]]) -> float | None:
+    """The median time from reconfiguration request to the new configuration's first result."""
+    timings = [
+        r["reconfiguration_timing"]["request_to_first_result_s"]
+        for r in results if r.get("reconfiguration_timing")
+    ]
+    return statistics.median(timings) if timings else None
 
 
 def _cpu_count() -> int:

@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--hosts", help="';'-separated local addresses to spread processes over"
     )
+    bench.add_argument(
+        "--kill-head-after", type=int, metavar="RESULTS",
+        help="the recovery scenario: SIGKILL the head once its tail sent RESULTS "
+        "results, and measure the reconfiguration",
+    )
     return parser
 
 
@@ -155,8 +160,11 @@ def _bench(args: argparse.Namespace) -> int:
         case = bench.scaled_case(case, clients=args.clients, requests=args.requests, t=args.t)
     except ValueError as e:
         raise UsageProblem(str(e)) from None
+    if args.kill_head_after is not None and args.kill_head_after < 1:
+        raise UsageProblem("--kill-head-after must be at least 1")
     result = bench.run_benchmark(
-        case, runs=args.runs, log_dir=args.log_dir, hosts=_hosts(args.hosts)
+        case, runs=args.runs, log_dir=args.log_dir, hosts=_hosts(args.hosts),
+        kill_head_after=args.kill_head_after,
     )
     _write_json(args.output, result)
     print(json.dumps(result, indent=2))

@@ -243,10 +243,15 @@ class _Run:
         hosts: Sequence[str] | None,
         on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None,
         spares: int = 0,
+        kill_head_after: int | None = None,
     ) -> None:
         self.reactor = reactor
         #: Unassigned spare replicas kept booted and registered at all times.
         self.spare_count = spares
+        #: The kill-the-head scenario: SIGKILL configuration 0's head once its
+        #: tail has sent this many results (bcr bench measures recovery).
+        self.kill_head_after = kill_head_after
+        self.killed_at: float | None = None
         self.case = case
         self.stem = stem
         self.case_file = case_file
@@ -581,7 +586,12 @@ class _Run:
                     "every replica process to listen",
                 )
                 await self._start_clients_and_driver(olympus_key)
+                killer = None
+                if self.kill_head_after is not None:
+                    killer = ensureDeferred(self._kill_head(self.kill_head_after))
                 await self._wait(self.all_finished.wait(), "every client to finish")
+                if killer is not None:
+                    killer.cancel()
                 self.finishing = True
                 self._record_peak_memory()
                 if self.ready_result is not None:
@@ -609,6 +619,9 @@ class _Run:
         )
         summary["log_dir"] = self.log_dir
         summary["peak_memory_kib"] = self.peak_memory_kib
+        timing = self._reconfiguration_timing()
+        if timing is not None:
+            summary["reconfiguration_timing"] = timing
         summary["hosts"] = {
             "case": list(self.case.hosts),
             "used": self.hosts or ["127.0.0.1"],
@@ -722,13 +735,55 @@ class _Run:
                     f"{os.path.basename(path)}: {count} traceback(s), last: {last}"
                 )
 
+    async def _kill_head(self, results: int) -> None:
+        """SIGKILL the head of configuration 0 once its tail sent C{results} results."""
+        await self._poll(lambda: 0 in self.configurations)
+        spares = self._spare_addresses()
+        head, tail = (spares[a] for a in (self.configurations[0][0], self.configurations[0][-1]))
+        tail_log = os.path.join(self.log_dir, tail.name + ".json")
+
+        def enough_results() -> bool:
+            return _count_events(tail_log, "message", "result_message") >= results
+
+        await self._poll(enough_results)
+        self.killed_at = self.reactor.seconds()
+        head.send_signal("KILL")
+        self.log.warn(
+            "killed the head {name} (pid {pid}) after {results} results",
+            name=head.name, pid=head.transport.pid, results=results, event="bcr.killed",
+        )
+
+    def _reconfiguration_timing(self) -> dict[str, Any] | None:
+        """
+        For the kill-the-head scenario: from the kill to the first
+        reconfiguration request, and from that request to the first result
+        of the new configuration (the issue's "reconfiguration time").
+        """
+        if self.killed_at is None or 1 not in self.configurations:
+            return None
+        requests = [
+            e["log_time"] for e in self._olympus_events()
+            if e.get("event") == "bcr.reconfiguration_request"
+        ]
+        spares = self._spare_addresses()
+        first_results = []
+        for address in self.configurations[1]:
+            if address in spares:
+                path = os.path.join(self.log_dir, spares[address].name + ".json")
+                first_results += [
+                    e["log_time"] for e in _read_events(path)
+                    if e.get("message") == "result_message"
+                ]
+        if not requests or not first_results:
+            return None
+        # Log times are wall-clock; the kill time is the reactor's (also wall-clock).
+        return {
+            "kill_to_request_s": round(min(requests) - self.killed_at, 4),
+            "request_to_first_result_s": round(min(first_results) - min(requests), 4),
+        }
+
     def _olympus_events(self) -> list[dict[str, Any]]:
-        path = os.path.join(self.log_dir, f"{self.stem}-olympus.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                return list(eventsFromJSONLogFile(f))
-        except OSError:
-            return []
+        return _read_events(os.path.join(self.log_dir, f"{self.stem}-olympus.json"))
 
     def _name_replica_logs(self) -> None:
         """Link each assigned spare's logs as C{<case>-replica-<c>.<r>.{log,json}}."""
@@ -755,13 +810,7 @@ class _Run:
     def _faults_fired(self) -> list[dict[str, Any]]:
         fired: list[dict[str, Any]] = []
         for spare in self.spares:
-            path = os.path.join(self.log_dir, spare.name + ".json")
-            try:
-                with open(path, encoding="utf-8") as f:
-                    events = list(eventsFromJSONLogFile(f))
-            except OSError:
-                continue
-            for event in events:
+            for event in _read_events(os.path.join(self.log_dir, spare.name + ".json")):
                 if event.get("event") == "bcr.fault_fired":
                     fired.append(
                         {
@@ -783,6 +832,28 @@ def _peak_memory_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _read_events(path: str) -> list[dict[str, Any]]:
+    """Every event of a JSON log file; none if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return list(eventsFromJSONLogFile(f))
+    except OSError:
+        return []
+
+
+def _count_events(path: str, key: str, value: object) -> int:
+    """How many events of a JSON log file being written have C{key} = C{value}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            records = f.read().split("\x1e")
+    except OSError:
+        return 0
+    # The field as twisted_bcr.logs writes it (no spaces after separators).
+    needle = f"{json.dumps(key)}:{json.dumps(value)}"
+    # Only complete records count; the last one may still be being written.
+    return sum(1 for r in records if r.endswith("\n") and needle in r)
 
 
 async def _gather(waiting: list[Deferred[Any]]) -> None:
@@ -892,6 +963,7 @@ async def run_case(
     hosts: Sequence[str] | None = None,
     on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None = None,
     spares: int | None = None,
+    kill_head_after: int | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -910,6 +982,8 @@ async def run_case(
     @param spares: Spare replica processes kept booted beyond the current
         configuration, so that a reconfiguration never waits for a process
         to start; by default one configuration's worth (2t+1).
+    @param kill_head_after: The kill-the-head scenario: SIGKILL the head of
+        configuration 0 once its tail has sent this many results.
     @raise CaseError: The case file is unusable; nothing was started.
     """
     case, stem, directory, case_file = _prepare(case, log_dir)
@@ -927,6 +1001,7 @@ async def run_case(
         hosts,
         on_ready,
         spares,
+        kill_head_after,
     )
     return await run.run()
 
@@ -937,6 +1012,7 @@ def run_case_blocking(
     deadline_s: float | None = None,
     hosts: Sequence[str] | None = None,
     spares: int | None = None,
+    kill_head_after: int | None = None,
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -957,6 +1033,8 @@ def run_case_blocking(
         command += ["--hosts", ";".join(hosts)]
     if spares is not None:
         command += ["--spares", str(spares)]
+    if kill_head_after is not None:
+        command += ["--kill-head-after", str(kill_head_after)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=_child_environment())
     # The launcher enforces the run's deadline itself; this bound only
@@ -1007,6 +1085,10 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
         "--spares", type=int, default=None,
         help="spare replicas kept ready [default: 2t+1, one configuration's worth]",
     )
+    parser.add_argument(
+        "--kill-head-after", type=int, default=None, metavar="RESULTS",
+        help="SIGKILL configuration 0's head once its tail sent RESULTS results",
+    )
     return parser.parse_args(argv)
 
 
@@ -1022,7 +1104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def run(reactor: Any) -> None:
         summary = await run_case(
-            reactor, case, options.log_dir, options.deadline, hosts, spares=options.spares
+            reactor, case, options.log_dir, options.deadline, hosts,
+            spares=options.spares, kill_head_after=options.kill_head_after,
         )
         raise SystemExit(0 if summary["ok"] else 1)
 
