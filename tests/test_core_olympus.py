@@ -24,7 +24,7 @@ from tests.fakes import (
 from twisted_bcr import crypto
 from twisted_bcr.config import parse_case_text
 from twisted_bcr.core.common import OLYMPUS
-from twisted_bcr.core.olympus import Olympus
+from twisted_bcr.core.olympus import SPARE_SILENCE_LIMIT_S, Olympus
 from twisted_bcr.messages import (
     Assignment,
     ConfigurationReply,
@@ -33,6 +33,7 @@ from twisted_bcr.messages import (
     GetConfiguration,
     RegisterClient,
     RegisterReplica,
+    ReplicaInfo,
     RunReport,
     Sealed,
     Shutdown,
@@ -194,10 +195,36 @@ class SetUpTests(OlympusTestCase):
         self.assertEqual(self.olympus.clients, {})
 
     def test_spare_registered_twice(self) -> None:
-        """The same spare address cannot register twice."""
+        """A spare repeating its registration (it does while it waits) stays one spare."""
         self.register_spare(0)
         self.register_spare(0)
         self.assertEqual(len(self.olympus.spares), 1)
+        self.assertEqual(len(self.env.events_named("bcr.spare")), 1)
+
+    def test_restarted_spare_replaces_old(self) -> None:
+        """A new process at a spare's address, with a new key, replaces the old one."""
+        self.register_spare(0)
+        message = RegisterReplica(spare_address(0), STRANGER_KEY.verify_key_bytes)
+        self.olympus.receive(
+            spare_address(0), crypto.seal(STRANGER_KEY, spare_address(0), "spare", message)
+        )
+        self.assertEqual(
+            self.olympus.spares, [ReplicaInfo(spare_address(0), STRANGER_KEY.verify_key_bytes)]
+        )
+
+    def test_silent_spare_forgotten(self) -> None:
+        """A spare that stops re-registering is not put into a configuration."""
+        self.register_spare(0)
+        self.env.clock.advance(SPARE_SILENCE_LIMIT_S + 1)
+        for n in range(1, 4):
+            self.register_spare(n)
+        for index in range(CASE.num_client):
+            self.register_client(index)
+        assert self.olympus.configuration is not None
+        self.assertNotIn(
+            spare_address(0), [r.address for r in self.olympus.configuration.replicas]
+        )
+        self.assertEqual(len(self.env.events_named("bcr.spare_lost")), 1)
 
     def test_unsealed_input(self) -> None:
         """Olympus rejects anything that is not a sealed control message."""

@@ -780,6 +780,23 @@ class SpareTests(ReplicaTestCase):
         )
         self.assertIs(spare.mode, Mode.PENDING)
 
+    def test_registration_repeated_until_assigned(self) -> None:
+        """A waiting spare registers again after 1, 2, 4, ... s (at most 30 s), and stops once assigned."""
+        spare, env = make_spare(CONFIG, 1)
+        spare.start()
+        env.take()
+        intervals = []
+        for _ in range(7):
+            before = env.clock.seconds()
+            while not env.take():
+                env.clock.advance(0.5)
+            intervals.append(env.clock.seconds() - before)
+        self.assertEqual(intervals, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1)))
+        env.take()
+        env.clock.advance(60)
+        self.assertEqual(env.take(), [])
+
     def test_pending_defers_until_assigned(self) -> None:
         """Data messages reaching a spare wait for its assignment and are then processed in order."""
         spare, env = make_spare(CONFIG, 1)

@@ -61,6 +61,10 @@ from twisted_bcr.messages import (
     WedgeRequest,
 )
 
+#: A spare not heard from for this long is taken for dead.  Waiting spares
+#: register again at least every 30 s (REGISTRATION_INTERVAL_MAX_S).
+SPARE_SILENCE_LIMIT_S = 95.0
+
 _FINISH_TIMER = "finish"
 _WEDGE_TIMER = "wedge"
 _STEP_TIMER = "step"
@@ -130,6 +134,8 @@ class Olympus:
         self._verifier = verifier or crypto.Verifier()
         self.name = OLYMPUS
         self.spares: list[ReplicaInfo] = []
+        #: When each spare last registered: spares repeat it while they wait.
+        self._spare_seen: dict[str, float] = {}
         self.clients: dict[int, ClientInfo] = {}
         self.configuration: Configuration | None = None
         #: Every configuration so far, by number, and the slot each began at.
@@ -238,13 +244,24 @@ class Olympus:
     # Registration and configuration 0
 
     def _on_register_replica(self, sender: str, signer: str, message: RegisterReplica) -> None:
-        if any(s.address == message.address for s in self.spares):
-            self._reject(sender, f"spare {message.address} registered twice")
+        info = ReplicaInfo(message.address, message.verify_key)
+        if any(info in c.replicas for c in self.configurations.values()):
+            # Sent before its assignment arrived: it is no spare any more.
             return
-        self.spares.append(ReplicaInfo(message.address, message.verify_key))
+        known = next((s for s in self.spares if s.address == message.address), None)
+        self._spare_seen[message.address] = self._env.now()
+        if known == info:
+            # A spare waiting for work says it is still alive.
+            return
+        if known is not None:
+            # A new process at the same address (a daemon restarted by
+            # systemd): the old one and its key are gone.
+            self.spares.remove(known)
+        self.spares.append(info)
         self._log.info(
-            "olympus registered spare {address} ({count} spares)",
+            "olympus registered spare {address} ({count} spares){restarted}",
             address=message.address, count=len(self.spares),
+            restarted=", replacing the previous process there" if known else "",
             verify_key=message.verify_key.hex(), event="bcr.spare", node=self.name,
         )
         if self._finishing is not None:
@@ -281,12 +298,31 @@ class Olympus:
         if (
             self.configuration is not None
             or len(self.clients) < self._case.num_client
-            or len(self.spares) < self.replicas_needed
+            or len(self._live_spares()) < self.replicas_needed
         ):
             return
         self._install(0, {}, first_slot=0)
         for client in sorted(self.clients.values(), key=lambda c: c.index):
             self._send_configuration(client)
+
+    def _live_spares(self) -> list[ReplicaInfo]:
+        """
+        The spares heard from recently, oldest registration first; a spare
+        that stopped re-registering (its process died) is forgotten.
+        """
+        now = self._env.now()
+        expired = [
+            s for s in self.spares
+            if now - self._spare_seen.get(s.address, now) > SPARE_SILENCE_LIMIT_S
+        ]
+        for spare in expired:
+            self.spares.remove(spare)
+            self._log.warn(
+                "olympus forgets spare {address}: not heard from for {seconds:.0f} s",
+                address=spare.address, seconds=now - self._spare_seen[spare.address],
+                event="bcr.spare_lost", node=self.name,
+            )
+        return self.spares
 
     def _install(
         self,
@@ -297,7 +333,7 @@ class Olympus:
     ) -> None:
         """Take 2t+1 spares and make them configuration C{number}."""
         case = self._case
-        chosen = self.spares[: self.replicas_needed]
+        chosen = self._live_spares()[: self.replicas_needed]
         del self.spares[: self.replicas_needed]
         configuration = Configuration(
             number=number,
@@ -660,7 +696,7 @@ class Olympus:
         """Start the new configuration from the chosen state, once spares suffice."""
         state = self.reconfiguring
         assert state is not None and state.ready is not None
-        if len(self.spares) < self.replicas_needed:
+        if len(self._live_spares()) < self.replicas_needed:
             self._log.warn(
                 "olympus waits for spares: {have} registered, {need} needed",
                 have=len(self.spares), need=self.replicas_needed,

@@ -76,6 +76,11 @@ DEFAULT_RESULT_CACHE_SIZE = 10_000
 MAX_EARLY_MESSAGES = 1_000
 
 _DRAIN_TIMER = "drain"
+_REGISTRATION_TIMER = "register"
+
+#: A spare registers again after 1 s, then 2, 4, ... up to this (seconds).
+REGISTRATION_INTERVAL_FIRST_S = 1.0
+REGISTRATION_INTERVAL_MAX_S = 30.0
 
 
 def drain_deadline_s(configuration: Configuration) -> float:
@@ -146,6 +151,7 @@ class Replica:
         self._recovered: dict[int, tuple[int, Sealed]] = {}
         #: Olympus has asked us to retire; we do once the chain has drained.
         self._retiring = False
+        self._registration_interval_s = REGISTRATION_INTERVAL_FIRST_S
 
     # ------------------------------------------------------------------
     # IMachine
@@ -161,11 +167,24 @@ class Replica:
             verify_key=self._key.verify_key_bytes.hex(),
             fault_injection=self._fault_injection,
         )
+        self._register()
+
+    def _register(self) -> None:
+        """
+        (Re-)register as a spare.  A spare repeats this until it is assigned,
+        with a growing interval: Olympus may not be up yet (daemons started
+        by systemd in any order), a message may be lost, and the repetition
+        tells Olympus this spare is still alive.
+        """
         registration = RegisterReplica(self._env.address, self._key.verify_key_bytes)
         self._send(
             self._olympus_address,
             crypto.seal(self._key, self._env.address, "spare", registration),
             "register_replica",
+        )
+        self._env.start_timer(_REGISTRATION_TIMER, self._registration_interval_s)
+        self._registration_interval_s = min(
+            2 * self._registration_interval_s, REGISTRATION_INTERVAL_MAX_S
         )
 
     def receive(self, sender: str, message: object) -> None:
@@ -192,6 +211,10 @@ class Replica:
 
     def timer_expired(self, key: str) -> None:
         """A retransmission timer (§6.2 cases 3, 5) or the drain deadline expired."""
+        if key == _REGISTRATION_TIMER:
+            if self.mode is Mode.PENDING:
+                self._register()
+            return
         if key == _DRAIN_TIMER:
             self._log.warn(
                 "{name} retires with work in flight: results pending for slots "
@@ -324,6 +347,7 @@ class Replica:
                 node=self.name,
             )
             return
+        self._env.cancel_timer(_REGISTRATION_TIMER)
         configuration = assignment.configuration
         self.configuration = configuration
         self.index = assignment.index
