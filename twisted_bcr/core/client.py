@@ -109,6 +109,10 @@ class Client:
         self._signed_request: Signed | None = None
         self._sent_at = 0.0
         self._awaiting_configuration = False
+        #: The pending configuration query was made on a timeout, so an
+        #: unchanged answer means retransmit (SPEC §6.1); a query made on an
+        #: error only looks for a new configuration.
+        self._retransmit_on_reply = False
 
     # ------------------------------------------------------------------
     # IMachine
@@ -145,7 +149,7 @@ class Client:
                 name=self.name, request_id=self._request_id(),
                 event="bcr.client_timeout", node=self.name,
             )
-            self._ask_configuration()
+            self._ask_configuration(retransmit=True)
             self._env.start_timer(_REQUEST_TIMER, self._timeout_s)
 
     # ------------------------------------------------------------------
@@ -167,8 +171,9 @@ class Client:
         self._env.send(self._olympus_address, self._seal(registration))
         self._env.start_timer(_REGISTRATION_TIMER, max(self._timeout_s, 1.0))
 
-    def _ask_configuration(self) -> None:
+    def _ask_configuration(self, retransmit: bool) -> None:
         self._awaiting_configuration = True
+        self._retransmit_on_reply = self._retransmit_on_reply or retransmit
         self._env.send(self._olympus_address, self._seal(GetConfiguration(self.index)))
 
     def _on_sealed(self, sender: str, sealed: Sealed) -> None:
@@ -198,7 +203,8 @@ class Client:
                 replicas=[r.address for r in configuration.replicas],
                 event="bcr.configuration", node=self.name,
             )
-        awaiting, self._awaiting_configuration = self._awaiting_configuration, False
+        self._awaiting_configuration = False
+        retransmit, self._retransmit_on_reply = self._retransmit_on_reply, False
         if self._signed_request is None:
             if previous is None:
                 self._send_next()
@@ -207,7 +213,7 @@ class Client:
             # Asked for or pushed by Olympus after a reconfiguration: the
             # outstanding request goes to the new head at once (SPEC §6.1).
             self._send_to_head()
-        elif awaiting:
+        elif retransmit:
             self._retransmit()
 
     def _on_error(self, sender: str, error: ErrorMessage) -> None:
@@ -216,9 +222,12 @@ class Client:
             name=self.name, reason=error.reason, client=error.client, seq=error.seq,
             peer=sender, event="bcr.error", node=self.name,
         )
-        # An error is a sign that reconfiguration is under way (§6.1).
+        # An error is a sign that reconfiguration is under way (§6.1).  If
+        # the configuration has not changed yet, the request timer decides
+        # when to retransmit: retransmitting on the answer would meet the
+        # same errors and loop as fast as the network goes.
         if self._signed_request is not None and not self._awaiting_configuration:
-            self._ask_configuration()
+            self._ask_configuration(retransmit=False)
 
     # ------------------------------------------------------------------
     # Requests and results
