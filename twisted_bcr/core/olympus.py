@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from attrs import define, field
+from attrs import define, evolve, field
 from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
@@ -96,12 +96,11 @@ class _Reconfiguration:
     wedged: dict[int, WedgedReplica] = field(factory=dict)
     invalid: dict[int, str] = field(factory=dict)
     tried: set[tuple[int, ...]] = field(factory=set)
-    #: The last slot each replica is known to have executed through catch-up.
-    executed_through: dict[int, int] = field(factory=dict)
     attempt: _Attempt | None = None
     #: A quorum that passed every step: the state and slot to start from.
     ready: tuple[QuorumPlan, dict[str, str], tuple[Sealed, ...]] | None = None
-    hopeless_logged: bool = False
+    #: Why no quorum can be formed, once Olympus has run out of candidates.
+    hopeless: str | None = None
     wedge_step_over: bool = False
 
 
@@ -527,7 +526,7 @@ class Olympus:
         for quorum in candidate_quorums(list(state.wedged), self._case.t, state.tried):
             state.tried.add(quorum)
             try:
-                plan = plan_quorum([state.wedged[i] for i in quorum], state.executed_through)
+                plan = plan_quorum([state.wedged[i] for i in quorum])
             except ProofError as e:
                 self._log.info(
                     "olympus: quorum {quorum} is not consistent: {reason}",
@@ -538,17 +537,17 @@ class Olympus:
             self._start_attempt(plan)
             return
         heard = len(state.wedged) + len(state.invalid)
-        if (heard == self.replicas_needed or state.wedge_step_over) and not state.hopeless_logged:
-            state.hopeless_logged = True
-            problem = (
+        if (heard == self.replicas_needed or state.wedge_step_over) and state.hopeless is None:
+            # Said once; a wedged message arriving later may still save the
+            # day, and the run report carries this only if nothing does.
+            state.hopeless = (
                 f"more than t={self._case.t} replicas of configuration {state.number} "
                 f"seem faulty: no quorum of {self._case.t + 1} can be formed from "
                 f"{len(state.wedged)} valid wedged messages (invalid: "
                 f"{sorted(state.invalid)}, tried: {sorted(state.tried)})"
             )
-            self.errors.append(problem)
             self._log.error(
-                "olympus: {problem}; still waiting", problem=problem,
+                "olympus: {problem}; still waiting", problem=state.hopeless,
                 event="bcr.no_quorum", node=self.name,
             )
 
@@ -568,6 +567,15 @@ class Olympus:
         for index in plan.quorum:
             catch_up = CatchUp(state.number, plan.catch_up[index])
             self._env.send(configuration.replicas[index].address, self._seal(catch_up))
+            if catch_up.entries:
+                # A correct member executes what it is sent, whether or not
+                # this attempt succeeds or its caught_up arrives in time:
+                # later candidates must count those slots as its history, or
+                # their LH could end before them and its hash never match.
+                member = state.wedged[index]
+                state.wedged[index] = evolve(
+                    member, history=member.history + catch_up.entries
+                )
         self._env.start_timer(_STEP_TIMER, self._step_s())
 
     def _fail_attempt(self, reason: str) -> None:
@@ -594,7 +602,6 @@ class Olympus:
             self._reject(sender, f"caught_up from {signer} that nobody asked for")
             return
         attempt.caught_up[message.index] = message
-        state.executed_through[message.index] = attempt.plan.last_slot
         self._log.info(
             "olympus: {replica} caught up, state hash {hash}",
             replica=signer, hash=message.state_hash.hex(), event="bcr.caught_up",
@@ -750,8 +757,12 @@ class Olympus:
             state = self.reconfiguring
             self.errors.append(
                 f"the run ended while configuration {state.number} was being "
-                f"reconfigured ({len(state.wedged)} valid wedged messages, quorums "
-                f"tried: {sorted(state.tried)})"
+                f"reconfigured: "
+                + (
+                    state.hopeless
+                    or f"{len(state.wedged)} valid wedged messages, quorums tried: "
+                    f"{sorted(state.tried)}"
+                )
             )
             self._env.cancel_timer(_WEDGE_TIMER)
             self._env.cancel_timer(_STEP_TIMER)

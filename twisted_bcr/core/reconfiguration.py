@@ -174,17 +174,13 @@ def candidate_quorums(
             yield quorum
 
 
-def plan_quorum(
-    members: Sequence[WedgedReplica], executed_through: Mapping[int, int]
-) -> QuorumPlan:
+def plan_quorum(members: Sequence[WedgedReplica]) -> QuorumPlan:
     """
     Align the members' histories by the highest checkpoint among them, check
     that they are consistent (each a prefix of the longest), and compute
-    what each member must execute to reach the end of LH.
+    what each member must execute to reach the end of LH.  (Olympus adds
+    what it sent a member in an earlier catch-up to its history.)
 
-    @param executed_through: The last slot Olympus knows a member executed
-        in an earlier catch-up of this reconfiguration, which may be past
-        its wedged history.
     @raise ProofError: the histories are inconsistent, or a member is
         behind the checkpoint and cannot be caught up from LH.
     """
@@ -203,7 +199,7 @@ def plan_quorum(
                     f"replica {member.index}'s history differs from the longest at "
                     f"slot {entry.slot}"
                 )
-        executed = max(member.last_slot, executed_through.get(member.index, -1))
+        executed = member.last_slot
         if executed < checkpoint_slot:
             raise ProofError(
                 f"replica {member.index} executed up to slot {executed}, before the "
