@@ -344,6 +344,9 @@ class Client:
             return
         # Olympus is trusted and sealed it: its word is the proof (SPEC §9.6 [D]).
         self._accept(voucher.slot, voucher.result, [], recovered=True)
+        # The chain has changed under us; SPEC §6.1 asks to check at once.
+        if not self._awaiting_configuration and not self.outcome.finished:
+            self._ask_configuration(retransmit=False)
 
     def _accept(
         self, slot: int, result: str, problems: list[str], recovered: bool = False
