@@ -37,9 +37,12 @@ from twisted_bcr.messages import (
     ClientInfo,
     ClientRequest,
     Configuration,
+    HistoryEntry,
     Operation,
     OrderStatement,
     ReconfigurationRequest,
+    RegisterClient,
+    RegisterReplica,
     ReplicaInfo,
     Request,
     ResultShuttle,
@@ -529,3 +532,42 @@ def reconfiguration_requests(env: FakeEnvironment) -> list[ReconfigurationReques
         s.inner for s in env.sent
         if s.to == OLYMPUS_ADDRESS and isinstance(s.inner, ReconfigurationRequest)
     ]
+
+
+# ---------------------------------------------------------------------------
+# Reconfiguration
+
+
+def history_entry(
+    configuration: Configuration,
+    slot: int,
+    signed_request: Signed,
+    count: int | None = None,
+) -> HistoryEntry:
+    """
+    A history entry for C{slot} holding C{signed_request} and the order
+    statements of positions C{0..count-1} (default: the complete proof).
+    """
+    length = len(configuration.replicas) if count is None else count
+    return HistoryEntry(slot, signed_request, order_proof(configuration, slot, signed_request, length))
+
+
+def seal_from_replica(configuration: Configuration, index: int, message: object) -> Sealed:
+    """A control message sealed by replica C{index} of C{configuration}, as it seals it."""
+    return crypto.seal(
+        replica_key(index, configuration.number),
+        replica_address(index, configuration.number),
+        replica_name(configuration.number, index),
+        message,
+    )
+
+
+def register_replica_message(address: str, key: crypto.KeyPair) -> Sealed:
+    """The sealed registration of a spare at C{address} holding C{key}."""
+    return crypto.seal(key, address, "spare", RegisterReplica(address, key.verify_key_bytes))
+
+
+def register_client_message(index: int) -> Sealed:
+    """The sealed registration of client C{index}."""
+    message = RegisterClient(index, client_address(index), client_key(index).verify_key_bytes)
+    return crypto.seal(client_key(index), client_address(index), f"client {index}", message)
