@@ -485,3 +485,28 @@ class ExactlyOnceTests(SynchronousTestCase):
         self.assertEqual(len(new_slots), 1)
         # Thirteen requests, thirteen slots: nothing ran twice.
         self.assertEqual(new_slots.pop(), 12)
+
+
+class ChaosTests(SynchronousTestCase):
+    """Random kills and stalls drawn from the seed (bcr simulate --chaos)."""
+
+    def setUp(self) -> None:
+        self.case = parse_case(os.path.join(CASES, "failure_free.txt"))
+
+    def test_runs_pass(self) -> None:
+        """Every one of ten seeds, each with up to t faults per configuration, passes."""
+        reconfigured = 0
+        for seed in range(10):
+            summary = simulate(self.case, seed=seed, chaos=2)
+            self.assertEqual(summary["errors"], [], f"seed {seed}")
+            if summary["configurations"] > 1:
+                reconfigured += 1
+                self.assertTrue(summary["injected"], f"seed {seed}")
+        # The faults really happen: most seeds need a reconfiguration.
+        self.assertGreaterEqual(reconfigured, 5)
+
+    def test_reproducible(self) -> None:
+        """The same seed injects the same faults and gives the same summary."""
+        first = simulate(self.case, seed=3, chaos=2)
+        self.assertTrue(first["injected"])
+        self.assertEqual(simulate(self.case, seed=3, chaos=2), first)

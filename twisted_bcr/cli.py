@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--summary", help="where to write the summary JSON")
     simulate.add_argument("--log-dir", help="directory for every node's logs")
     simulate.add_argument("--deadline", type=float, help="simulated seconds before giving up")
+    simulate.add_argument(
+        "--chaos", type=int, default=0, metavar="N",
+        help="inject N random kills and stalls of replicas, drawn from the seed",
+    )
     simulate.add_argument("--quiet", action="store_true")
 
     bench = commands.add_parser(
@@ -128,7 +132,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from twisted_bcr.simulation import simulate
 
     case = _load_case(args.case)
-    summary = simulate(case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline)
+    if args.chaos < 0:
+        raise UsageProblem("--chaos must be at least 0")
+    summary = simulate(
+        case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline,
+        chaos=args.chaos,
+    )
     _write_json(args.summary, summary)
     _print_summary(summary, args.quiet)
     return 0 if summary["ok"] else 1

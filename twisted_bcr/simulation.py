@@ -135,6 +135,8 @@ class SimulatedNetwork:
         self._links: dict[tuple[str, str], _Link] = {}
         #: Frames that could not be decoded or reached no live node.
         self.undeliverable: list[tuple[str, str, str]] = []
+        #: Every kill and stall, in order, for the summary.
+        self.injected: list[dict[str, Any]] = []
 
     def add_node(self, address: str, observers: list[ILogObserver]) -> SimulatedNode:
         publisher = LogPublisher(*observers)
@@ -152,6 +154,7 @@ class SimulatedNetwork:
         self.nodes[address].log.info(
             "{node} is killed", node=address, event="bcr.killed"
         )
+        self.injected.append({"at_s": round(self.clock.seconds(), 6), "kill": address})
         self.nodes[address].crash()
 
     def stall(self, address: str, seconds: float) -> None:
@@ -159,6 +162,9 @@ class SimulatedNetwork:
         self.nodes[address].log.info(
             "{node} is stopped for {seconds} s", node=address, seconds=seconds,
             event="bcr.stopped",
+        )
+        self.injected.append(
+            {"at_s": round(self.clock.seconds(), 6), "stall": address, "seconds": seconds}
         )
         self.nodes[address].stall(seconds)
 
@@ -329,6 +335,43 @@ def build_cluster(
     return cluster
 
 
+def schedule_chaos(cluster: SimulatedCluster, count: int) -> None:
+    """
+    Schedule C{count} environmental faults drawn from the run's seed: each
+    kills, or stalls past the timeouts, a random replica of whatever
+    configuration is current at a random moment of the run.  At most t
+    faults hit one configuration, so every run should still pass: a seed
+    whose run fails is a reproducible bug report.
+    """
+    rng = random.Random(f"chaos/{cluster.seed}")
+    case = cluster.case
+    requests = sum(len(w) for w in case.workloads)
+    # Roughly when the failure-free run would end, in simulated seconds.
+    window_s = 0.005 + requests * 0.0006
+    hits: dict[int, int] = {}
+
+    def strike(kill: bool, position: int, stall_steps: float) -> None:
+        configuration = cluster.olympus.configuration
+        if (
+            configuration is None
+            or cluster.all_done_at is not None  # the workload is over
+            or hits.get(configuration.number, 0) >= case.t
+        ):
+            return
+        hits[configuration.number] = hits.get(configuration.number, 0) + 1
+        address = configuration.replicas[position % len(configuration.replicas)].address
+        if kill:
+            cluster.network.crash(address)
+        else:
+            cluster.network.stall(address, stall_steps * _step_s(case))
+
+    for _ in range(count):
+        cluster.network.clock.callLater(
+            rng.uniform(0.005, window_s), strike,
+            rng.random() < 0.5, rng.randrange(case.num_replicas), rng.uniform(1.5, 3.0),
+        )
+
+
 #: After a deadline, how many Olympus step timeouts to wait for its report.
 REPORT_GRACE_STEPS = 3
 
@@ -351,6 +394,7 @@ def simulate(
     deadline_s: float | None = None,
     prepare: Callable[[SimulatedCluster], None] | None = None,
     spares: int | None = None,
+    chaos: int = 0,
 ) -> dict[str, Any]:
     """
     Run C{case} in simulation and return its summary (DESIGN §4).
@@ -358,7 +402,9 @@ def simulate(
     @param prepare: Called with the cluster before it starts, to schedule
         faults on C{cluster.network}.
     @param spares: Spare replicas beyond configuration 0; by default one
-        configuration's worth, so that one reconfiguration never waits.
+        configuration's worth per reconfiguration the run may need.
+    @param chaos: How many random kills and stalls of replicas to inject,
+        drawn from the seed (see L{schedule_chaos}).
     @raise CaseError: the case asks for something this build cannot do.
     """
     faults.check_case(case)
@@ -368,9 +414,11 @@ def simulate(
     try:
         cluster = build_cluster(
             case, seed, log_dir,
-            spares=spares if spares is not None else case.num_replicas,
+            spares=spares if spares is not None else (chaos + 1) * case.num_replicas,
             open_files=files,
         )
+        if chaos:
+            schedule_chaos(cluster, chaos)
         if prepare is not None:
             prepare(cluster)
         deadline = deadline_s if deadline_s is not None else default_deadline_s(case)
@@ -391,7 +439,7 @@ def simulate(
                 cluster.network.clock.seconds() + REPORT_GRACE_STEPS * _step_s(case),
             )
         elapsed = cluster.all_done_at if cluster.all_done_at is not None else cluster.network.clock.seconds()
-        return build_summary(
+        summary = build_summary(
             case,
             "simulation",
             [client.outcome for client in cluster.clients],
@@ -399,6 +447,8 @@ def simulate(
             elapsed,
             errors,
         )
+        summary["injected"] = cluster.network.injected
+        return summary
     finally:
         for f in files:
             f.close()
