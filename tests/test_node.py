@@ -8,6 +8,7 @@ log files run over real loopback TCP with bounded waits.
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -193,6 +195,20 @@ class OfflineNodeTests(SynchronousTestCase):
         self.assertEqual(self.stops, [None])
         self.assertEqual(self.exits, [])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_graceful_exit_while_reactor_stopping(self) -> None:
+        """Exit 0 while the reactor is already stopping (a SIGTERM at the same time) is not an error."""
+
+        def already_stopping() -> None:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+
+        node = TcpNode(self.reactor, "stopping", clock=self.clock, stop_reactor=already_stopping)
+        node.attach(RecordingMachine())
+        node.exit(0, "retired")
+        # An error left in a Deferred is only logged once it is collected.
+        del node
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(ReactorNotRunning), [])
 
     def test_stall(self) -> None:
         """A stall really sleeps, for the time asked."""

@@ -38,7 +38,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     serverFromString,
 )
-from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.error import CannotListenError, ConnectionDone, ReactorNotRunning
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -608,7 +608,15 @@ class TcpNode(Service):
         self._maybe_drained()
         deadline = self._reactor.callLater(EXIT_FLUSH_S, self._drain_timeout)
         self._drained.addCallback(lambda _: deadline.cancel() if deadline.active() else None)
-        self._drained.addCallback(lambda _: self._stop_reactor())
+        self._drained.addCallback(lambda _: self._stop())
+
+    def _stop(self) -> None:
+        try:
+            self._stop_reactor()
+        except ReactorNotRunning:
+            # Already stopping for another reason (a SIGTERM arriving with
+            # Olympus's shutdown): that is the same outcome.
+            pass
 
     def _maybe_drained(self) -> None:
         if self._exiting and not self._peers and not self._drained.called:
