@@ -649,6 +649,13 @@ class _Run:
             id(spares[a]) for replicas in self.configurations.values()
             for a in replicas if a in spares
         }
+        # Olympus retired every replica and idle spare when it finished the
+        # run: let them exit by themselves first.  A SIGTERM racing with
+        # that shutdown makes twistd log a ReactorNotRunning traceback.
+        await self._children_exit(
+            EXIT_GRACE_S if not self.errors else 1.0,
+            [c for c in self.children if c is not self.olympus],
+        )
         for child in self.children:
             if id(child) not in assigned:
                 child.send_signal("TERM")
@@ -675,8 +682,14 @@ class _Run:
                     f"{node.name}: {node.machine_errors} exception(s) in the machine"
                 )
 
-    async def _children_exit(self, seconds: float) -> None:
-        waiting = [c.protocol.ended.wait() for c in self.children if c.running]
+    async def _children_exit(
+        self, seconds: float, children: Sequence[_Child] | None = None
+    ) -> None:
+        """Wait at most C{seconds} for C{children} (default: all) to end."""
+        waiting = [
+            c.protocol.ended.wait()
+            for c in (self.children if children is None else children) if c.running
+        ]
         if not waiting:
             return
         all_ended = Deferred.fromCoroutine(_gather(waiting))
