@@ -252,6 +252,8 @@ class _Run:
         #: tail has sent this many results (bcr bench measures recovery).
         self.kill_head_after = kill_head_after
         self.killed_at: float | None = None
+        #: Spare top-ups scheduled after reconfigurations, cancelled at the end.
+        self._top_ups: list[Any] = []
         self.case = case
         self.stem = stem
         self.case_file = case_file
@@ -508,12 +510,21 @@ class _Run:
             "configuration {number} is {replicas}", number=number,
             replicas=self.configurations[number], event="bcr.configuration",
         )
-        if not self.finishing:
+        if number > 0:
             # Configuration `number` used up spares: boot new ones so that a
-            # later reconfiguration still never waits for a process to start.
-            wanted = (number + 1) * self.case.num_replicas + self.spare_count
-            for _ in range(wanted - len(self.spares)):
-                self._spawn_spare(self._olympus_key_bytes)
+            # later reconfiguration still never waits for a process to start,
+            # but not while the new chain takes over: booting 2t+1 Python
+            # processes would take the CPU from the recovery itself.
+            self._top_ups.append(
+                self.reactor.callLater(SPARE_TOP_UP_DELAY_S, self._top_up_spares, number)
+            )
+
+    def _top_up_spares(self, number: int) -> None:
+        if self.finishing:
+            return
+        wanted = (number + 1) * self.case.num_replicas + self.spare_count
+        for _ in range(wanted - len(self.spares)):
+            self._spawn_spare(self._olympus_key_bytes)
 
     def _call_on_ready(self) -> Deferred[Any]:
         assert self.on_ready is not None
@@ -644,6 +655,9 @@ class _Run:
         configuration; let the replicas Olympus retired exit by themselves;
         signal stragglers (an error); close the in-process nodes.
         """
+        for call in self._top_ups:
+            if call.active():
+                call.cancel()
         spares = self._spare_addresses()
         assigned = {
             id(spares[a]) for replicas in self.configurations.values()
@@ -943,6 +957,9 @@ def _write_case_file(case: Case, path: str) -> None:
     if same != case:
         raise RuntimeError(f"{path} does not read back as the case it was written from")
 
+
+#: How long after a reconfiguration the launcher boots replacement spares.
+SPARE_TOP_UP_DELAY_S = 2.0
 
 #: How much longer than the run's deadline a launcher process may take.
 LAUNCHER_MARGIN_S = 30.0
