@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.test_processes import RUN_DEADLINE_S, poll, read_events
+from tests.test_processes import CASES, RUN_DEADLINE_S, WAIT_S, poll, read_events
+from twisted_bcr import crypto
 from twisted_bcr.checking import replay_alone
 from twisted_bcr.config import parse_case
-from twisted_bcr.launch import ReadyInfo, run_case
+from twisted_bcr.launch import ReadyInfo, _child_environment, run_case, twistd_command
 
 #: t = 1, two clients on disjoint keys (so each one's results are fixed),
 #: short timeouts so that a failure is detected quickly.
@@ -110,3 +115,83 @@ class RecoveryTests(TestCase):
         self.assert_recovered(summary)
         [record] = summary["reconfigurations"]
         self.assertNotIn(1, record["quorum"])
+
+
+class _Daemon(ProcessProtocol):
+    """A twistd daemon started by a test; notes when it ends."""
+
+    def __init__(self) -> None:
+        self.ended: Deferred[int | None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+
+class RegisteredPoolTests(TestCase):
+    """bcr run against an Olympus daemon and replica daemons started on their own."""
+
+    timeout = 120
+
+    def spawn(self, *arguments: str) -> _Daemon:
+        """Start C{twistd -n --pidfile= ARGUMENTS}; SIGKILL it at cleanup if still running."""
+        from twisted.internet import reactor
+
+        daemon = _Daemon()
+        transport = reactor.spawnProcess(
+            daemon, twistd_command()[0], [*twistd_command(), "-n", "--pidfile=", *arguments],
+            env=_child_environment(), path=self.directory,
+        )
+
+        def stop() -> Deferred[int | None]:
+            if not daemon.ended.called:
+                transport.signalProcess("KILL")
+            return daemon.ended
+
+        self.addCleanup(stop)
+        return daemon
+
+    async def test_pool(self) -> None:
+        """Spares registered before Olympus was up serve the run; retired, they exit 0."""
+        from twisted.internet import reactor
+
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        case_path = os.path.join(self.directory, "failure_free.txt")
+        with open(os.path.join(CASES, "failure_free.txt"), encoding="utf-8") as source:
+            with open(case_path, "w", encoding="utf-8") as f:
+                f.write(source.read())
+        key_file = os.path.join(self.directory, "olympus.key")
+        crypto.KeyPair.generate().save(key_file)
+        port = _free_port()
+        address = f"127.0.0.1:{port}"
+        # The replicas start first: they keep registering until Olympus is up.
+        replicas = [
+            self.spawn(
+                "bcr-replica", "--olympus", address, "--olympus-key", key_file + ".pub",
+                "--name", f"pool-{n}", "--log-dir", self.directory,
+            )
+            for n in range(3)
+        ]
+        olympus = self.spawn(
+            "bcr-olympus", "--case", case_path, "--listen", f"tcp:{port}:interface=127.0.0.1",
+            "--key-file", key_file, "--log-dir", self.directory,
+        )
+        summary = await run_case(
+            reactor, case_path, os.path.join(self.directory, "run"), RUN_DEADLINE_S,
+            olympus=address, olympus_key_file=key_file,
+        )
+        self.assertEqual(summary["errors"], [])
+        self.assertEqual(summary["configurations"], 1)
+        self.assertEqual(
+            summary["clients"][1]["results"], ["OK", "OK", "star wars"]
+        )
+        for replica in replicas:
+            self.assertEqual(await replica.ended.addTimeout(WAIT_S, reactor), 0)
+        self.assertFalse(olympus.ended.called)
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on right now, for a daemon told its port in advance."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
         "--spares", type=int,
         help="spare replica processes kept ready for reconfigurations [default: 2t+1]",
     )
+    run.add_argument(
+        "--olympus", metavar="HOST:PORT",
+        help="use this running Olympus and its registered spares instead of starting "
+        "processes (needs --olympus-key-file)",
+    )
+    run.add_argument(
+        "--olympus-key-file", metavar="PATH",
+        help="that Olympus's private key file, which ends the run",
+    )
     run.add_argument("--quiet", action="store_true", help="print only PASS/FAIL")
 
     simulate = commands.add_parser(
@@ -150,10 +159,14 @@ def _run(args: argparse.Namespace) -> int:
     hosts = _hosts(args.hosts)
     if args.spares is not None and args.spares < 0:
         raise UsageProblem("--spares must be at least 0")
-    summary = launch.run_case_blocking(
-        case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
-        spares=args.spares,
-    )
+    try:
+        summary = launch.run_case_blocking(
+            case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
+            spares=args.spares, olympus=args.olympus,
+            olympus_key_file=args.olympus_key_file,
+        )
+    except ValueError as e:
+        raise UsageProblem(str(e)) from None
     _write_json(args.summary, summary)
     _print_summary(summary, args.quiet)
     return 0 if summary["ok"] else 1

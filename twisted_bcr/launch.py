@@ -72,7 +72,7 @@ from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
-from twisted_bcr.net.node import TcpNode, write_atomically
+from twisted_bcr.net.node import TcpNode, parse_address, write_atomically
 from twisted_bcr.simulation import default_deadline_s
 
 __all__ = [
@@ -244,8 +244,12 @@ class _Run:
         on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None,
         spares: int = 0,
         kill_head_after: int | None = None,
+        olympus: tuple[str, crypto.KeyPair] | None = None,
     ) -> None:
         self.reactor = reactor
+        #: An Olympus already running (with its own pool of spares), and its
+        #: key: then the launcher starts no process, only clients and driver.
+        self.external_olympus = olympus
         #: Unassigned spare replicas kept booted and registered at all times.
         self.spare_count = spares
         #: The kill-the-head scenario: SIGKILL configuration 0's head once its
@@ -388,6 +392,23 @@ class _Run:
                 "{name} ended before the end of the run: {status}", name=child.name,
                 status=child.status_text(), event="bcr.child_died",
             )
+
+    async def _start_olympus_and_spares(self) -> crypto.KeyPair:
+        """Olympus with a fresh key, and the chain's and the spare replicas."""
+        key_file = os.path.join(self.log_dir, "olympus.key")
+        olympus_key = crypto.KeyPair.generate()
+        olympus_key.save(key_file)
+        self._olympus_key_bytes = olympus_key.verify_key_bytes
+        await self._start_olympus(key_file)
+        for _ in range(self.case.num_replicas + self.spare_count):
+            self._spawn_spare(self._olympus_key_bytes)
+        # Start the workload on a quiet machine: every spare has booted and
+        # registered before the first request.
+        await self._wait(
+            self._poll(lambda: len(self._spare_addresses()) == len(self.spares)),
+            "every replica process to listen",
+        )
+        return olympus_key
 
     async def _start_olympus(self, key_file: str) -> None:
         name = f"{self.stem}-olympus"
@@ -583,19 +604,15 @@ class _Run:
         )
         try:
             try:
-                key_file = os.path.join(self.log_dir, "olympus.key")
-                olympus_key = crypto.KeyPair.generate()
-                olympus_key.save(key_file)
-                self._olympus_key_bytes = olympus_key.verify_key_bytes
-                await self._start_olympus(key_file)
-                for _ in range(self.case.num_replicas + self.spare_count):
-                    self._spawn_spare(self._olympus_key_bytes)
-                # Start the workload on a quiet machine: every spare has
-                # booted and registered before the first request.
-                await self._wait(
-                    self._poll(lambda: len(self._spare_addresses()) == len(self.spares)),
-                    "every replica process to listen",
-                )
+                if self.external_olympus is not None:
+                    self.olympus_address, olympus_key = self.external_olympus
+                    self._olympus_key_bytes = olympus_key.verify_key_bytes
+                    self.log.info(
+                        "using the running Olympus at {address} and its spares",
+                        address=self.olympus_address, event="bcr.olympus_ready",
+                    )
+                else:
+                    olympus_key = await self._start_olympus_and_spares()
                 await self._start_clients_and_driver(olympus_key)
                 killer = None
                 if self.kill_head_after is not None:
@@ -994,6 +1011,8 @@ async def run_case(
     on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None = None,
     spares: int | None = None,
     kill_head_after: int | None = None,
+    olympus: str | None = None,
+    olympus_key_file: str | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -1014,8 +1033,14 @@ async def run_case(
         to start; by default one configuration's worth (2t+1).
     @param kill_head_after: The kill-the-head scenario: SIGKILL the head of
         configuration 0 once its tail has sent this many results.
+    @param olympus: The address of an Olympus already running for this case,
+        with its own spares (a registered pool); the launcher then runs only
+        the clients and the driver.  Needs C{olympus_key_file}, Olympus's
+        private key, which ends the run.
+    @raise ValueError: The running Olympus given cannot be used.
     @raise CaseError: The case file is unusable; nothing was started.
     """
+    external = _external_olympus(olympus, olympus_key_file, kill_head_after)
     case, stem, directory, case_file = _prepare(case, log_dir)
     if spares is None:
         spares = case.num_replicas
@@ -1032,8 +1057,30 @@ async def run_case(
         on_ready,
         spares,
         kill_head_after,
+        external,
     )
     return await run.run()
+
+
+def _external_olympus(
+    address: str | None, key_file: str | None, kill_head_after: int | None
+) -> tuple[str, crypto.KeyPair] | None:
+    """
+    The running Olympus to use, checked before anything starts.
+
+    @raise ValueError: a one-line reason.
+    """
+    if address is None and key_file is None:
+        return None
+    if address is None or key_file is None:
+        raise ValueError("--olympus and --olympus-key-file go together")
+    if kill_head_after is not None:
+        raise ValueError("--kill-head-after needs replicas started by the launcher")
+    try:
+        parse_address(address)
+        return address, crypto.KeyPair.load(key_file)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"Olympus {address}: {e}") from None
 
 
 def run_case_blocking(
@@ -1043,6 +1090,8 @@ def run_case_blocking(
     hosts: Sequence[str] | None = None,
     spares: int | None = None,
     kill_head_after: int | None = None,
+    olympus: str | None = None,
+    olympus_key_file: str | None = None,
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -1051,7 +1100,9 @@ def run_case_blocking(
     the run is over and returns its summary.
 
     @raise CaseError: The case file is unusable; nothing was started.
+    @raise ValueError: The running Olympus given cannot be used.
     """
+    _external_olympus(olympus, olympus_key_file, kill_head_after)
     case, stem, directory, case_file = _prepare(case, log_dir)
     summary_path = os.path.join(directory, "summary.json")
     if os.path.exists(summary_path):
@@ -1065,6 +1116,8 @@ def run_case_blocking(
         command += ["--spares", str(spares)]
     if kill_head_after is not None:
         command += ["--kill-head-after", str(kill_head_after)]
+    if olympus is not None and olympus_key_file is not None:
+        command += ["--olympus", olympus, "--olympus-key-file", olympus_key_file]
     started = time.monotonic()
     process = subprocess.Popen(command, env=_child_environment())
     # The launcher enforces the run's deadline itself; this bound only
@@ -1119,6 +1172,8 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
         "--kill-head-after", type=int, default=None, metavar="RESULTS",
         help="SIGKILL configuration 0's head once its tail sent RESULTS results",
     )
+    parser.add_argument("--olympus", help="HOST:PORT of an Olympus already running")
+    parser.add_argument("--olympus-key-file", help="that Olympus's private key file")
     return parser.parse_args(argv)
 
 
@@ -1127,7 +1182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = _options(sys.argv[1:] if argv is None else argv)
     try:
         case = parse_case(options.case)
-    except CaseError as e:
+        _external_olympus(options.olympus, options.olympus_key_file, options.kill_head_after)
+    except ValueError as e:  # CaseError included
         print(f"bcr run: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     hosts = [h.strip() for h in options.hosts.split(";") if h.strip()] if options.hosts else None
@@ -1136,6 +1192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         summary = await run_case(
             reactor, case, options.log_dir, options.deadline, hosts,
             spares=options.spares, kill_head_after=options.kill_head_after,
+            olympus=options.olympus, olympus_key_file=options.olympus_key_file,
         )
         raise SystemExit(0 if summary["ok"] else 1)
 
