@@ -116,6 +116,23 @@ class RecoveryTests(TestCase):
         [record] = summary["reconfigurations"]
         self.assertNotIn(1, record["quorum"])
 
+    async def test_more_than_t_killed(self) -> None:
+        """SIGKILL to t+1 replicas: the run ends at its deadline, and the summary says more than t seem faulty."""
+        from twisted.internet import reactor
+
+        async def kill_two(info: ReadyInfo) -> None:
+            await poll(lambda: result_messages(info.replica_logs[-1]) >= RESULTS_BEFORE_FAULT)
+            for pid in info.replica_pids[:2]:
+                os.kill(pid, signal.SIGKILL)
+
+        summary = await run_case(
+            reactor, self.case_path, self.log_dir, 6.0, on_ready=kill_two
+        )
+        self.assertFalse(summary["ok"])
+        self.assertEqual(summary["configurations"], 1)
+        self.assertTrue(any("seem faulty" in e for e in summary["errors"]), summary["errors"])
+        self.assertTrue(any("deadline passed" in e for e in summary["errors"]), summary["errors"])
+
 
 class _Daemon(ProcessProtocol):
     """A twistd daemon started by a test; notes when it ends."""

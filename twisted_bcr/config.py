@@ -185,6 +185,26 @@ class Case:
     ignored_keys: tuple[str, ...] = ()
 
     @property
+    def step_timeout_s(self) -> float:
+        """How long Olympus waits for one reconfiguration step (SPEC §9.4)."""
+        return max(self.head_timeout_ms, self.nonhead_timeout_ms) / 1000
+
+    @property
+    def report_grace_s(self) -> float:
+        """
+        After a run's deadline, how long the driver still waits for
+        Olympus's report: three steps, enough for replicas to drain.
+        """
+        return 3 * self.step_timeout_s
+
+    @property
+    def default_deadline_s(self) -> float:
+        """A bound for a whole run of this case: generous, but finite."""
+        requests = sum(len(w) for w in self.workloads)
+        timeouts = max(self.client_timeout_ms, self.head_timeout_ms, self.nonhead_timeout_ms)
+        return 60.0 + requests * 0.05 + 10 * timeouts / 1000
+
+    @property
     def file_stem(self) -> str:
         """The case file's base name without extension; log files start with it (SPEC §13)."""
         return os.path.splitext(os.path.basename(self.path))[0]

@@ -73,7 +73,6 @@ from twisted_bcr.core.driver import Driver
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
 from twisted_bcr.net.node import TcpNode, parse_address, write_atomically
-from twisted_bcr.simulation import default_deadline_s
 
 __all__ = [
     "ReadyInfo",
@@ -308,11 +307,17 @@ class _Run:
     # ------------------------------------------------------------------
     # Waiting, bounded by the run's deadline
 
-    async def _wait(self, waitable: Deferred[_T], what: str) -> _T:
-        """C{waitable}'s result; L{_RunFailed} on the deadline or if Olympus dies."""
+    async def _wait(
+        self, waitable: Deferred[_T], what: str, deadline_at: float | None = None
+    ) -> _T:
+        """
+        C{waitable}'s result; L{_RunFailed} on the deadline (the run's unless
+        given) or if Olympus dies.
+        """
         deadline = _OneShot()
+        deadline_at = self.deadline_at if deadline_at is None else deadline_at
         call = self.reactor.callLater(
-            max(self.deadline_at - self.reactor.seconds(), 0.0), deadline.fire
+            max(deadline_at - self.reactor.seconds(), 0.0), deadline.fire
         )
         try:
             index, result = await race(
@@ -327,9 +332,7 @@ class _Run:
                 f"Olympus ended ({self.olympus.status_text()}) while waiting for {what}"
             )
         if index == 2:
-            raise _RunFailed(
-                f"deadline of {self.deadline_s:.1f} s passed while waiting for {what}"
-            )
+            raise _RunFailed(f"the deadline passed while waiting for {what}")
         return cast(_T, result)
 
     def _poll(self, predicate: Callable[[], bool]) -> Deferred[None]:
@@ -617,16 +620,31 @@ class _Run:
                 killer = None
                 if self.kill_head_after is not None:
                     killer = ensureDeferred(self._kill_head(self.kill_head_after))
-                await self._wait(self.all_finished.wait(), "every client to finish")
-                if killer is not None:
-                    killer.cancel()
+                try:
+                    await self._wait(self.all_finished.wait(), "every client to finish")
+                    self.finishing = True
+                    self._record_peak_memory()
+                    if self.ready_result is not None:
+                        await self._wait(self.ready_result, "the on_ready hook")
+                    reason, deadline_at = "every client has finished", None
+                except _RunFailed as e:
+                    if self.olympus_gone.fired:
+                        raise
+                    # Still ask Olympus for its account: what it saw (e.g. that
+                    # more than t replicas seem faulty) and the final states.
+                    self.errors.append(str(e))
+                    self.log.error("{error}", error=str(e), event="bcr.run_failed")
+                    reason = "the run's deadline passed"
+                    deadline_at = self.reactor.seconds() + self.case.report_grace_s
+                finally:
+                    if killer is not None:
+                        killer.cancel()
                 self.finishing = True
-                self._record_peak_memory()
-                if self.ready_result is not None:
-                    await self._wait(self.ready_result, "the on_ready hook")
                 assert self.driver is not None
-                self.driver.finish("every client has finished")
-                report = await self._wait(self.report.wait(), "Olympus's run report")
+                self.driver.finish(reason)
+                report = await self._wait(
+                    self.report.wait(), "Olympus's run report", deadline_at
+                )
             except _RunFailed as e:
                 self.errors.append(str(e))
                 self.log.error("{error}", error=str(e), event="bcr.run_failed")
@@ -1052,7 +1070,7 @@ async def run_case(
         stem,
         case_file,
         directory,
-        deadline_s if deadline_s is not None else default_deadline_s(case),
+        deadline_s if deadline_s is not None else case.default_deadline_s,
         hosts,
         on_ready,
         spares,
@@ -1122,7 +1140,7 @@ def run_case_blocking(
     process = subprocess.Popen(command, env=_child_environment())
     # The launcher enforces the run's deadline itself; this bound only
     # catches a launcher that is stuck, which is then told to clean up.
-    bound = (deadline_s if deadline_s is not None else default_deadline_s(case)) + (
+    bound = (deadline_s if deadline_s is not None else case.default_deadline_s) + (
         EXIT_GRACE_S + 2 * TERMINATE_GRACE_S + LAUNCHER_MARGIN_S
     )
     try:

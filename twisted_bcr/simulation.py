@@ -363,28 +363,13 @@ def schedule_chaos(cluster: SimulatedCluster, count: int) -> None:
         if kill:
             cluster.network.crash(address)
         else:
-            cluster.network.stall(address, stall_steps * _step_s(case))
+            cluster.network.stall(address, stall_steps * case.step_timeout_s)
 
     for _ in range(count):
         cluster.network.clock.callLater(
             rng.uniform(0.005, window_s), strike,
             rng.random() < 0.5, rng.randrange(case.num_replicas), rng.uniform(1.5, 3.0),
         )
-
-
-#: After a deadline, how many Olympus step timeouts to wait for its report.
-REPORT_GRACE_STEPS = 3
-
-
-def _step_s(case: Case) -> float:
-    return max(case.head_timeout_ms, case.nonhead_timeout_ms) / 1000
-
-
-def default_deadline_s(case: Case) -> float:
-    """A simulated-time bound for a run: generous, but finite."""
-    requests = sum(len(w) for w in case.workloads)
-    timeouts = max(case.client_timeout_ms, case.head_timeout_ms, case.nonhead_timeout_ms)
-    return 60.0 + requests * 0.05 + 10 * timeouts / 1000
 
 
 def simulate(
@@ -421,7 +406,7 @@ def simulate(
             schedule_chaos(cluster, chaos)
         if prepare is not None:
             prepare(cluster)
-        deadline = deadline_s if deadline_s is not None else default_deadline_s(case)
+        deadline = deadline_s if deadline_s is not None else case.default_deadline_s
         machines: list[IMachine] = [cluster.olympus, *cluster.replicas, *cluster.clients]
         for machine in machines:
             machine.start()
@@ -436,7 +421,7 @@ def simulate(
             cluster.driver.finish("the run's deadline passed")
             cluster.network.run_until(
                 lambda: cluster.report is not None,
-                cluster.network.clock.seconds() + REPORT_GRACE_STEPS * _step_s(case),
+                cluster.network.clock.seconds() + case.report_grace_s,
             )
         elapsed = cluster.all_done_at if cluster.all_done_at is not None else cluster.network.clock.seconds()
         summary = build_summary(

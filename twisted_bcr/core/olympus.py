@@ -392,7 +392,7 @@ class Olympus:
 
     def _step_s(self) -> float:
         """How long one reconfiguration step waits for replies (SPEC §9.4)."""
-        return max(self._case.head_timeout_ms, self._case.nonhead_timeout_ms) / 1000
+        return self._case.step_timeout_s
 
     def _on_reconfiguration_request(
         self, sender: str, signer: str, message: ReconfigurationRequest
