@@ -9,9 +9,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_bcr import faults
 from twisted_bcr.cli import main
-from twisted_bcr.config import CaseError, parse_case_text
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "etc", "cases")
 
@@ -58,13 +56,30 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual(err.count("\n"), 1)
         self.assertIn(f"{path}:3: unknown operation 'reconfig'", err)
 
-    def test_failures_refused(self) -> None:
-        """A case with failures lines is refused before anything runs, not run without them."""
+    def test_case_with_failures(self) -> None:
+        """A case with failures lines runs them: shuttle_change_operation passes with one reconfiguration."""
+        summary_path = self.mktemp()
         status, out, err = run_cli(
-            "simulate", os.path.join(CASES, "shuttle_change_operation.txt")
+            "simulate", os.path.join(CASES, "shuttle_change_operation.txt"),
+            "--summary", summary_path, "--quiet",
+        )
+        self.assertEqual((status, err), (0, ""))
+        with open(summary_path) as f:
+            summary = json.load(f)
+        self.assertEqual(summary["configurations"], 2)
+        self.assertEqual(
+            summary["faults_fired"],
+            [{"configuration": 0, "replica": 3, "trigger": "shuttle(0,6)",
+              "failure": "change_operation()"}],
+        )
+
+    def test_missing_plugin_directory(self) -> None:
+        """A fault plugin directory that does not exist is one line and status 1."""
+        status, out, err = run_cli(
+            "simulate", os.path.join(CASES, "checkpoint.txt"), "--fault-plugins", "/nonexistent"
         )
         self.assertEqual((status, out), (1, ""))
-        self.assertIn("failures[0,3] cannot be carried out", err)
+        self.assertEqual(err, "bcr: fault plugin directory '/nonexistent' does not exist\n")
 
 
 class RunCommandTests(SynchronousTestCase):
@@ -92,25 +107,3 @@ class RunCommandTests(SynchronousTestCase):
         status, out, err = run_cli("run", path)
         self.assertEqual(status, 1)
         self.assertEqual(err, f"bcr: {path}: missing required key 't'\n")
-
-
-class CheckCaseTests(SynchronousTestCase):
-    """faults.check_case refuses what this build cannot carry out."""
-
-    def test_no_failures(self) -> None:
-        """A failure-free case passes."""
-        faults.check_case(parse_case_text("t = 1\nnum_client = 1\nworkload[0] = get('a')\n"))
-
-    def test_failures(self) -> None:
-        """A case with failures raises a one-line CaseError naming the pair."""
-        case = parse_case_text(
-            "t = 1\nnum_client = 1\nworkload[0] = get('a')\n"
-            "failures[0,1] = shuttle(0,0), crash()\n",
-            "x.txt",
-        )
-        error = self.assertRaises(CaseError, faults.check_case, case)
-        self.assertEqual(
-            str(error),
-            "x.txt: failures[0,1] cannot be carried out: fault injection is not "
-            "implemented yet: shuttle(0,0), crash()",
-        )

@@ -844,6 +844,9 @@ class SpareTests(ReplicaTestCase):
                 made.append((kind, client))
                 return True
 
+            def tamper(self, point, value):
+                return value
+
         def factory(replica, text):
             made.append(text)
             return Hooks()
@@ -863,6 +866,9 @@ class SpareTests(ReplicaTestCase):
 
             def received(self, kind, client):
                 return False
+
+            def tamper(self, point, value):
+                return value
 
         spare, env = make_spare(CONFIG, 0, fault_injection=True, faults_factory=lambda r, t: Drop())
         spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 0, failures="client_request(0,0), drop()")))

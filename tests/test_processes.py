@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import parse_case
+from twisted_bcr.faults import load_registry
 from twisted_bcr.launch import (
     ReadyInfo,
     _child_environment,
@@ -251,7 +252,7 @@ class CaseFileTests(SynchronousTestCase):
         for name in names:
             case = parse_case(os.path.join(CASES, name))
             copy = os.path.join(directory, name.replace(".txt", ".case.txt"))
-            _write_case_file(case, copy)
+            _write_case_file(case, copy, load_registry())
             self.assertEqual(case_stem(parse_case(copy)), case_stem(case))
             with open(copy, encoding="utf-8") as f:
                 self.assertEqual(f.read(), case_file_text(case))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted_bcr.config import Case, CaseError, parse_case
+from twisted_bcr.faults import PluginError, Registry, load_registry
 
 #: The case the README's quick start runs.
 DEFAULT_CASE = os.path.join("etc", "cases", "failure_free.txt")
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         "--olympus-key-file", metavar="PATH",
         help="that Olympus's private key file, which ends the run",
     )
+    run.add_argument(
+        "--fault-plugins", action="append", default=[], metavar="DIR",
+        help="also load fault plugins from DIR (repeatable)",
+    )
     run.add_argument("--quiet", action="store_true", help="print only PASS/FAIL")
 
     simulate = commands.add_parser(
@@ -70,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--chaos", type=int, default=0, metavar="N",
         help="inject N random kills and stalls of replicas, drawn from the seed",
+    )
+    simulate.add_argument(
+        "--fault-plugins", action="append", default=[], metavar="DIR",
+        help="also load fault plugins from DIR (repeatable)",
     )
     simulate.add_argument("--quiet", action="store_true")
 
@@ -96,15 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_case(path: str) -> Case:
-    from twisted_bcr.faults import check_case
-
+def _load_case(path: str, plugin_dirs: Sequence[str] = ()) -> tuple[Case, Registry]:
+    """The case, read with the names of every available fault plugin."""
     try:
-        case = parse_case(path)
-        check_case(case)
-    except CaseError as e:
+        registry = load_registry(plugin_dirs)
+        return parse_case(path, **registry.tables()), registry
+    except (CaseError, PluginError) as e:
         raise UsageProblem(str(e)) from None
-    return case
 
 
 def _write_json(path: str | None, document: Any) -> None:
@@ -140,12 +147,12 @@ def _hosts(text: str | None) -> list[str] | None:
 def _simulate(args: argparse.Namespace) -> int:
     from twisted_bcr.simulation import simulate
 
-    case = _load_case(args.case)
+    case, registry = _load_case(args.case, args.fault_plugins)
     if args.chaos < 0:
         raise UsageProblem("--chaos must be at least 0")
     summary = simulate(
         case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline,
-        chaos=args.chaos,
+        chaos=args.chaos, registry=registry,
     )
     _write_json(args.summary, summary)
     _print_summary(summary, args.quiet)
@@ -155,7 +162,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from twisted_bcr import launch
 
-    case = _load_case(args.case)
+    case, _ = _load_case(args.case, args.fault_plugins)
     hosts = _hosts(args.hosts)
     if args.spares is not None and args.spares < 0:
         raise UsageProblem("--spares must be at least 0")
@@ -163,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = launch.run_case_blocking(
             case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
             spares=args.spares, olympus=args.olympus,
-            olympus_key_file=args.olympus_key_file,
+            olympus_key_file=args.olympus_key_file, fault_plugins=args.fault_plugins,
         )
     except ValueError as e:
         raise UsageProblem(str(e)) from None
@@ -175,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from twisted_bcr import bench
 
-    case = _load_case(args.case)
+    case, _ = _load_case(args.case)
     if args.runs < 1:
         raise UsageProblem("--runs must be at least 1")
     try:

@@ -1,19 +1,33 @@
-# -*- test-case-name: tests.test_core_replica -*-
+# -*- test-case-name: tests.test_faults -*-
 """
-The fault-injection seam of a replica.
+Fault injection (SPEC §11): the registry of fault plugins, and the fault
+plan of one replica.
 
-A replica asks its L{FaultHooks} about every message of a trigger type it
-receives (SPEC §11.1).  The hooks count it, fire matching trigger/failure
-pairs, and answer whether the replica should go on processing the message.
-A replica without failures uses L{NO_FAULTS}, which counts nothing and always
-answers yes, so the failure-free path pays one method call per message.
+Triggers and failures are Twisted plugins (L{ITrigger}, L{IFailure}): the
+built-ins of the package C{twisted_bcr.faultplugins} (the top-level
+C{plugins/} folder) and those of any directory a user adds per experiment.
+L{load_registry} finds them and fails loudly, with one line, on a plugin
+module that does not import, instead of letting it silently go missing.
+
+A replica asks its L{FaultHooks} about every received message of a trigger
+type; L{FaultPlan} counts them per SPEC §11.1, fires the matching
+trigger/failure pairs in the order SPEC §11 gives, and applies "next
+outgoing message" failures when the replica produces that message.  A
+replica without failures uses L{NO_FAULTS}: one method call per message.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from twisted_bcr.config import Case, CaseError
+from attrs import frozen
+from twisted.plugin import getPlugins
+
+from twisted_bcr.config import CaseError, FaultPair, parse_failures
+from twisted_bcr.interfaces import IFailure, IMisbehave, ITrigger
 
 
 class FaultHooks(Protocol):
@@ -23,8 +37,11 @@ class FaultHooks(Protocol):
         """
         Count one received message of trigger type C{kind} (for C{client},
         where the trigger has one) and fire what matches.  Returns C{False}
-        when the message must be dropped unprocessed.
+        when the message must not be processed.
         """
+
+    def tamper(self, point: str, value: Any) -> Any:
+        """C{value} as an armed failure changes it at C{point}, else unchanged."""
 
 
 class _NoFaults:
@@ -33,23 +50,213 @@ class _NoFaults:
     def received(self, kind: str, client: int | None) -> bool:
         return True
 
+    def tamper(self, point: str, value: Any) -> Any:
+        return value
+
 
 NO_FAULTS: FaultHooks = _NoFaults()
 
 
-def check_case(case: Case) -> None:
-    """
-    Refuse, before anything starts, a case whose C{failures[c,r]} lines this
-    build cannot carry out: fault injection is not implemented yet, and a
-    run that silently ignored them would pass for the wrong reason.
+# ---------------------------------------------------------------------------
+# The registry
 
-    @raise CaseError: the case has failures lines.
-    """
-    if case.failure_texts:
-        (configuration, position), text = sorted(case.failure_texts.items())[0]
-        raise CaseError(
-            case.path,
-            f"failures[{configuration},{position}] cannot be carried out: fault "
-            "injection is not implemented yet",
-            text,
+
+class PluginError(ValueError):
+    """A fault plugin directory or module that cannot be used; one line."""
+
+
+@frozen
+class Registry:
+    """Every trigger and failure available by name."""
+
+    triggers: dict[str, ITrigger]
+    failures: dict[str, IFailure]
+
+    def trigger_arities(self) -> dict[str, int]:
+        return {name: trigger.arity for name, trigger in self.triggers.items()}
+
+    def failure_arities(self) -> dict[str, int]:
+        return {name: failure.arity for name, failure in self.failures.items()}
+
+    def tables(self) -> dict[str, dict[str, int]]:
+        """The name tables for L{twisted_bcr.config.parse_case}: C{parse_case(path, **r.tables())}."""
+        return {"triggers": self.trigger_arities(), "failures": self.failure_arities()}
+
+    def parse_failures(self, text: str, where: str) -> tuple[FaultPair, ...]:
+        """A failures[c,r] value, checked against these names."""
+        return parse_failures(
+            text, where, triggers=self.trigger_arities(), failures=self.failure_arities()
         )
+
+
+_BASE_PATH: list[str] | None = None
+
+
+def load_registry(directories: Sequence[str] = ()) -> Registry:
+    """
+    The fault plugins of the built-in package plus C{directories}.
+
+    @raise PluginError: a directory that does not exist, a plugin module
+        that does not import, or two plugins with the same name.
+    """
+    import twisted_bcr.faultplugins as faultplugins
+
+    global _BASE_PATH
+    if _BASE_PATH is None:
+        _BASE_PATH = list(faultplugins.__path__)
+    extra = []
+    for directory in directories:
+        if not os.path.isdir(directory):
+            raise PluginError(f"fault plugin directory {directory!r} does not exist")
+        extra.append(os.path.abspath(directory))
+    # A fresh search path each time: an experiment sees only its own directories.
+    faultplugins.__path__[:] = _BASE_PATH + extra
+    _import_every_module(faultplugins.__name__, faultplugins.__path__)
+    triggers: dict[str, ITrigger] = {}
+    failures: dict[str, IFailure] = {}
+    for interface, found in ((ITrigger, triggers), (IFailure, failures)):
+        for plugin in getPlugins(interface, faultplugins):
+            name = plugin.name  # type: ignore[attr-defined]
+            if name in found and found[name] is not plugin:
+                raise PluginError(f"two fault plugins are called {name!r}")
+            found[name] = plugin  # type: ignore[assignment]
+    return Registry(triggers, failures)
+
+
+def _import_every_module(package: str, path: Sequence[str]) -> None:
+    """
+    Import each plugin module ourselves first: getPlugins would log a broken
+    one and go on without it, and a misspelt experiment would run without
+    its fault.
+    """
+    for directory in path:
+        if not os.path.isdir(directory):
+            # pluginPackagePaths names a candidate under every sys.path entry.
+            continue
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as e:
+            raise PluginError(f"cannot read fault plugin directory {directory!r}: {e}") from None
+        for filename in names:
+            module, extension = os.path.splitext(filename)
+            if extension != ".py" or module == "__init__" or not module.isidentifier():
+                continue
+            try:
+                importlib.import_module(f"{package}.{module}")
+            except Exception as e:
+                where = os.path.join(directory, filename)
+                raise PluginError(
+                    f"{where}: the fault plugin module does not import: "
+                    f"{type(e).__name__}: {e}"
+                ) from None
+
+
+# ---------------------------------------------------------------------------
+# The plan of one replica
+
+
+@frozen
+class _Pair:
+    trigger: ITrigger
+    trigger_args: tuple[int, ...]
+    failure: IFailure
+    failure_args: tuple[int, ...]
+    text: str
+
+
+class FaultPlan:
+    """The failure scenario of one replica: counters, firing, armed tamperings."""
+
+    def __init__(
+        self,
+        pairs: Sequence[FaultPair],
+        registry: Registry,
+        misbehave: IMisbehave,
+        log: Any,
+    ) -> None:
+        self._pairs = [
+            _Pair(
+                registry.triggers[p.trigger], p.trigger_args,
+                registry.failures[p.failure], p.failure_args, p.text,
+            )
+            for p in pairs
+        ]
+        self._misbehave = misbehave
+        self._log = log
+        self._counters: dict[tuple[str, int | None], int] = {}
+        #: failure name -> (point, tamper, pair text); arming again replaces.
+        self._armed: dict[str, tuple[str, Callable[[Any, IMisbehave], Any], str]] = {}
+        self.dropped = False
+        self._firing: _Pair | None = None
+
+    @classmethod
+    def from_text(
+        cls, text: str, registry: Registry, misbehave: IMisbehave, log: Any
+    ) -> FaultPlan:
+        """The plan for a failures[c,r] value, as Olympus hands it over."""
+        where = f"failures[{misbehave.configuration},{misbehave.index}]"
+        try:
+            pairs = registry.parse_failures(text, where)
+        except CaseError as e:
+            raise PluginError(str(e)) from None
+        return cls(pairs, registry, misbehave, log)
+
+    def received(self, kind: str, client: int | None) -> bool:
+        key = (kind, client)
+        number = self._counters.get(key, 0)
+        self._counters[key] = number + 1
+        fired = [
+            pair for pair in self._pairs
+            if pair.trigger.counted == kind
+            and pair.trigger.fires(client if pair.trigger.per_client else None, number, pair.trigger_args)
+        ]
+        if not fired:
+            return True
+        for pair in fired:
+            self._log.warn(
+                "{name} fault fired: {pair}", name=self._misbehave.name, pair=pair.text,
+                configuration=self._misbehave.configuration, replica=self._misbehave.index,
+                trigger=_trigger_text(pair),
+                failure=_failure_text(pair), event="bcr.fault_fired",
+                node=self._misbehave.name,
+            )
+        self.dropped = False
+        for pair in sorted(fired, key=lambda p: p.failure.stage):
+            self._firing = pair
+            pair.failure.fire(self._misbehave, pair.failure_args, pair.text)
+            if self.dropped and pair.failure.stage == 0:
+                break  # crashed: nothing after it happens
+        self._firing = None
+        dropped, self.dropped = self.dropped, False
+        return not dropped
+
+    def drop(self) -> None:
+        """The message being handled must not be processed (drop(), crash())."""
+        self.dropped = True
+
+    def arm(self, text: str, point: str, tamper: Callable[[Any, IMisbehave], Any]) -> None:
+        """Arm a tampering for the failure firing now; arming it again replaces it."""
+        name = self._firing.failure.name if self._firing is not None else text
+        self._armed[name] = (point, tamper, text)
+
+    def tamper(self, point: str, value: Any) -> Any:
+        for failure, (armed_point, tamper, text) in list(self._armed.items()):
+            if armed_point != point:
+                continue
+            del self._armed[failure]
+            value = tamper(value, self._misbehave)
+            self._log.warn(
+                "{name} applied {pair} to its {point}", name=self._misbehave.name,
+                pair=text, point=point, event="bcr.fault_applied",
+                node=self._misbehave.name,
+            )
+        return value
+
+
+def _trigger_text(pair: _Pair) -> str:
+    return f"{pair.trigger.name}({','.join(str(a) for a in pair.trigger_args)})"
+
+
+def _failure_text(pair: _Pair) -> str:
+    return f"{pair.failure.name}({','.join(str(a) for a in pair.failure_args)})"
+

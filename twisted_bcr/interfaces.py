@@ -67,3 +67,100 @@ class IMachine(Interface):
 
     def timer_expired(key: str) -> None:
         """A timer started through L{IEnvironment.start_timer} has expired."""
+
+
+# ---------------------------------------------------------------------------
+# Fault plugins (SPEC §11).  Discovered with twisted.plugin.getPlugins in the
+# package twisted_bcr.faultplugins (the built-ins, from the top-level
+# plugins/ folder) and in any directory a user adds per experiment.
+
+
+class ITrigger(Interface):
+    """
+    When a fault fires: a name used in case files (C{shuttle(c,m)}), and a
+    test on the messages a replica counts (SPEC §11.1).  The replica counts;
+    a trigger only says whether the C{number}'th message of its kind (for a
+    client, where the kind is counted per client) matches its arguments.
+    """
+
+    name: str = Attribute("The name in case files, e.g. 'shuttle'.")
+    arity: int = Attribute("How many integer arguments it takes.")
+    counted: str = Attribute(
+        "The kind of received message it counts: 'client_request', "
+        "'forwarded_request', 'shuttle', 'result_shuttle', 'wedge_request', "
+        "'new_configuration', 'checkpoint', 'completed_checkpoint', "
+        "'get_running_state' or 'catch_up'."
+    )
+    per_client: bool = Attribute("Whether messages are counted per client.")
+
+    def fires(client: int | None, number: int, args: tuple[int, ...]) -> bool:
+        """Does the C{number}'th counted message (of C{client}) match C{args}?"""
+
+
+class IFailure(Interface):
+    """What a replica does wrong when a trigger fires (SPEC §11.2)."""
+
+    name: str = Attribute("The name in case files, e.g. 'crash'.")
+    arity: int = Attribute("How many integer arguments it takes.")
+    stage: int = Attribute(
+        "Its place among the failures firing on one message (SPEC §11 "
+        "'order of effects'): 0 crash, 1 sleep, 2 change of state or slot, "
+        "3 arm a tampering with a later outgoing message, 4 drop."
+    )
+
+    def fire(misbehave: IMisbehave, args: tuple[int, ...], text: str) -> None:
+        """Do it, through C{misbehave} only; C{text} is the pair, for logs."""
+
+
+class IMisbehave(Interface):
+    """
+    The narrow API through which failures act on a replica.  Failures never
+    touch replica internals: everything they may do is here.
+    """
+
+    name: str = Attribute("The replica's name, e.g. 'replica 0.2'.")
+    is_head: bool = Attribute("Whether it is the head of its chain.")
+    is_tail: bool = Attribute("Whether it is the tail of its chain.")
+    t: int = Attribute("The configuration's t.")
+    index: int = Attribute("Its position in the chain.")
+    configuration: int = Attribute("Its configuration number.")
+
+    def crash() -> None:
+        """End the process at once, after flushing the logs; nothing more is processed."""
+
+    def sleep(seconds: float) -> None:
+        """Stall the whole process for C{seconds}."""
+
+    def drop() -> None:
+        """Do not process the triggering message at all."""
+
+    def apply(name: str, args: tuple[str, ...]) -> None:
+        """Apply a dictionary operation to the running state, outside the protocol."""
+
+    def skip_slot() -> None:
+        """Make the head skip its next slot number (no effect elsewhere)."""
+
+    def arm(text: str, point: str, tamper: Any) -> None:
+        """
+        Change the next value the replica produces at C{point} with
+        C{tamper(value, misbehave)}; once used it is disarmed, and arming
+        the same failure again replaces it.  Points: 'own_statements' (the
+        signed order and result statements it adds for its next request),
+        'result_message' (its next result message to a client),
+        'result_proof' (the result proof of its next outgoing result message
+        or result shuttle; at the tail the same proof goes to both),
+        'wedged' (the history in its next wedged message) and
+        'completed_checkpoint' (the statements of its next completed proof).
+        """
+
+    def sign(statement: object) -> Any:
+        """A L{twisted_bcr.messages.Signed} of C{statement} with the replica's key."""
+
+    def corrupt(signed: Any) -> Any:
+        """C{signed} with an invalid signature (SPEC §2.4)."""
+
+    def decode(signed: Any) -> object:
+        """The statement inside a L{twisted_bcr.messages.Signed} (no check)."""
+
+    def log(message: str) -> None:
+        """Say something in the replica's log."""

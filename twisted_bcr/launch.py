@@ -244,8 +244,10 @@ class _Run:
         spares: int = 0,
         kill_head_after: int | None = None,
         olympus: tuple[str, crypto.KeyPair] | None = None,
+        fault_plugin_dirs: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
+        self.fault_plugin_dirs = [os.path.abspath(d) for d in fault_plugin_dirs]
         #: An Olympus already running (with its own pool of spares), and its
         #: key: then the launcher starts no process, only clients and driver.
         self.external_olympus = olympus
@@ -426,6 +428,7 @@ class _Run:
                 "--key-file", key_file,
                 "--port-file", os.path.join(self.log_dir, f"{name}.port"),
                 "--log-dir", self.log_dir,
+                *self._fault_plugin_arguments(),
             ],
         )
         port_file = self.olympus.port_file
@@ -451,8 +454,11 @@ class _Run:
             "--log-dir", self.log_dir,
         ]
         if self.case.failures:
-            arguments.append("--enable-fault-injection")
+            arguments += ["--enable-fault-injection", *self._fault_plugin_arguments()]
         self.spares.append(self._spawn(name, arguments))
+
+    def _fault_plugin_arguments(self) -> list[str]:
+        return [f"--fault-plugins={d}" for d in self.fault_plugin_dirs]
 
     def _spare_addresses(self) -> dict[str, _Child]:
         """Address -> spare, for every spare that has written its port file."""
@@ -979,13 +985,13 @@ def case_file_text(case: Case) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_case_file(case: Case, path: str) -> None:
+def _write_case_file(case: Case, path: str, registry: faults.Registry) -> None:
     """
     Write C{case} to C{path} for Olympus to read, and check that it reads
     back as the same case (so the daemons run exactly what was asked).
     """
     write_atomically(path, case_file_text(case))
-    written = parse_case(path)
+    written = parse_case(path, **registry.tables())
     same = attrs.evolve(
         written, path=case.path, warnings=case.warnings, ignored_keys=case.ignored_keys
     )
@@ -1000,23 +1006,26 @@ SPARE_TOP_UP_DELAY_S = 2.0
 LAUNCHER_MARGIN_S = 30.0
 
 
-def _prepare(case: Case | str, log_dir: str | None) -> tuple[Case, str, str, str]:
+def _prepare(
+    case: Case | str, log_dir: str | None, fault_plugins: Sequence[str]
+) -> tuple[Case, str, str, str]:
     """
     Check the case, make the log directory and write the launcher's copy of
     the case there (what Olympus reads); return the case, the log file stem,
     the directory and the copy's path.
 
     @raise CaseError: the case is unusable; nothing was created.
+    @raise faults.PluginError: a fault plugin directory cannot be used.
     """
+    registry = faults.load_registry(fault_plugins)
     if isinstance(case, str):
-        case = parse_case(case)
-    faults.check_case(case)
+        case = parse_case(case, **registry.tables())
     stem = case_stem(case)
     directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
     os.makedirs(directory, exist_ok=True)
     case_file = os.path.join(directory, f"{stem}{_CASE_COPY}.txt")
     if os.path.abspath(case.path) != case_file:
-        _write_case_file(case, case_file)
+        _write_case_file(case, case_file, registry)
     return case, stem, directory, case_file
 
 
@@ -1031,6 +1040,7 @@ async def run_case(
     kill_head_after: int | None = None,
     olympus: str | None = None,
     olympus_key_file: str | None = None,
+    fault_plugins: Sequence[str] = (),
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -1059,7 +1069,7 @@ async def run_case(
     @raise CaseError: The case file is unusable; nothing was started.
     """
     external = _external_olympus(olympus, olympus_key_file, kill_head_after)
-    case, stem, directory, case_file = _prepare(case, log_dir)
+    case, stem, directory, case_file = _prepare(case, log_dir, fault_plugins)
     if spares is None:
         spares = case.num_replicas
     if spares < 0:
@@ -1076,6 +1086,7 @@ async def run_case(
         spares,
         kill_head_after,
         external,
+        fault_plugins,
     )
     return await run.run()
 
@@ -1110,6 +1121,7 @@ def run_case_blocking(
     kill_head_after: int | None = None,
     olympus: str | None = None,
     olympus_key_file: str | None = None,
+    fault_plugins: Sequence[str] = (),
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -1121,7 +1133,7 @@ def run_case_blocking(
     @raise ValueError: The running Olympus given cannot be used.
     """
     _external_olympus(olympus, olympus_key_file, kill_head_after)
-    case, stem, directory, case_file = _prepare(case, log_dir)
+    case, stem, directory, case_file = _prepare(case, log_dir, fault_plugins)
     summary_path = os.path.join(directory, "summary.json")
     if os.path.exists(summary_path):
         os.unlink(summary_path)
@@ -1136,6 +1148,8 @@ def run_case_blocking(
         command += ["--kill-head-after", str(kill_head_after)]
     if olympus is not None and olympus_key_file is not None:
         command += ["--olympus", olympus, "--olympus-key-file", olympus_key_file]
+    for directory in fault_plugins:
+        command += ["--fault-plugins", os.path.abspath(directory)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=_child_environment())
     # The launcher enforces the run's deadline itself; this bound only
@@ -1192,6 +1206,10 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--olympus", help="HOST:PORT of an Olympus already running")
     parser.add_argument("--olympus-key-file", help="that Olympus's private key file")
+    parser.add_argument(
+        "--fault-plugins", action="append", default=[], metavar="DIR",
+        help="also load fault plugins from DIR (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1199,9 +1217,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """C{python -m twisted_bcr.launch}: run one case; exit 0 exactly when it passed."""
     options = _options(sys.argv[1:] if argv is None else argv)
     try:
-        case = parse_case(options.case)
+        case = parse_case(options.case, **faults.load_registry(options.fault_plugins).tables())
         _external_olympus(options.olympus, options.olympus_key_file, options.kill_head_after)
-    except ValueError as e:  # CaseError included
+    except ValueError as e:  # CaseError and PluginError included
         print(f"bcr run: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     hosts = [h.strip() for h in options.hosts.split(";") if h.strip()] if options.hosts else None
@@ -1211,6 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             reactor, case, options.log_dir, options.deadline, hosts,
             spares=options.spares, kill_head_after=options.kill_head_after,
             olympus=options.olympus, olympus_key_file=options.olympus_key_file,
+            fault_plugins=options.fault_plugins,
         )
         raise SystemExit(0 if summary["ok"] else 1)
 

@@ -27,7 +27,7 @@ from twisted.logger import (
     Logger,
     LogPublisher,
 )
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from twisted_bcr import codec, crypto, faults
 from twisted_bcr.checking import build_summary
@@ -35,7 +35,7 @@ from twisted_bcr.config import Case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.core.olympus import Olympus
-from twisted_bcr.core.replica import Replica
+from twisted_bcr.core.replica import Replica, fault_plan_factory
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
@@ -254,6 +254,8 @@ class SimulatedCluster:
     outcomes: dict[int, ClientOutcome] = field(factory=dict)
     report: RunReport | None = None
     all_done_at: float | None = None
+    #: Every trigger/failure pair that fired, in order (the summary's faults_fired).
+    faults_fired: list[dict[str, Any]] = field(factory=list)
 
     def replicas_of(self, number: int) -> list[Replica]:
         """The replicas of configuration C{number}, in chain order."""
@@ -277,16 +279,25 @@ def build_cluster(
     spares: int = 0,
     open_files: list[Any] | None = None,
     extra_observers: list[ILogObserver] | None = None,
+    registry: faults.Registry | None = None,
 ) -> SimulatedCluster:
     """Create every node of C{case} (2t+1 replicas plus C{spares} spares)."""
     files = open_files if open_files is not None else []
     network = SimulatedNetwork(seed)
     extra = list(extra_observers or [])
 
+    fired: list[dict[str, Any]] = []
+
+    @provider(ILogObserver)
+    def note_fired(event: dict[str, Any]) -> None:
+        if event.get("event") == "bcr.fault_fired":
+            fired.append({k: event[k] for k in ("configuration", "replica", "trigger", "failure")})
+
     def node(address: str) -> SimulatedNode:
         observers = _observers_for(log_dir, f"{case.file_stem}-{address}", files)
-        return network.add_node(address, observers + extra)
+        return network.add_node(address, observers + extra + [note_fired])
 
+    plans = fault_plan_factory(registry or faults.load_registry())
     olympus_key = seeded_key(seed, "olympus")
     olympus = Olympus(node("olympus"), case, olympus_key)
     network.nodes["olympus"].machine = olympus
@@ -299,12 +310,14 @@ def build_cluster(
             "olympus",
             olympus_key.verify_key_bytes,
             fault_injection=True,
+            faults_factory=plans,
         )
         network.nodes[address].machine = replica
         replicas.append(replica)
     cluster = SimulatedCluster(
         case=case, seed=seed, network=network, olympus=olympus, replicas=replicas,
         clients=[], driver=None,  # type: ignore[arg-type]
+        faults_fired=fired,
     )
 
     def on_finished(outcome: ClientOutcome) -> None:
@@ -333,6 +346,16 @@ def build_cluster(
     cluster.driver = Driver(node("driver"), "olympus", olympus_key, on_report)
     network.nodes["driver"].machine = cluster.driver
     return cluster
+
+
+def default_spares(case: Case, chaos: int = 0) -> int:
+    """
+    Enough spares that no reconfiguration a run may need waits for one: a
+    configuration's worth for each configuration the case's failures name,
+    for each chaos fault, and one more.
+    """
+    named = max((c for c, _ in case.failure_texts), default=-1) + 1
+    return (named + chaos + 1) * case.num_replicas
 
 
 def schedule_chaos(cluster: SimulatedCluster, count: int) -> None:
@@ -380,6 +403,7 @@ def simulate(
     prepare: Callable[[SimulatedCluster], None] | None = None,
     spares: int | None = None,
     chaos: int = 0,
+    registry: faults.Registry | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} in simulation and return its summary (DESIGN §4).
@@ -390,17 +414,17 @@ def simulate(
         configuration's worth per reconfiguration the run may need.
     @param chaos: How many random kills and stalls of replicas to inject,
         drawn from the seed (see L{schedule_chaos}).
-    @raise CaseError: the case asks for something this build cannot do.
+    @param registry: The fault plugins the case's failures name; by default
+        the built-ins.
     """
-    faults.check_case(case)
     files: list[Any] = []
     if log_dir is not None:
         os.makedirs(log_dir, exist_ok=True)
     try:
         cluster = build_cluster(
             case, seed, log_dir,
-            spares=spares if spares is not None else (chaos + 1) * case.num_replicas,
-            open_files=files,
+            spares=spares if spares is not None else default_spares(case, chaos),
+            open_files=files, registry=registry,
         )
         if chaos:
             schedule_chaos(cluster, chaos)
@@ -431,6 +455,7 @@ def simulate(
             cluster.report,
             elapsed,
             errors,
+            faults_fired=cluster.faults_fired,
         )
         summary["injected"] = cluster.network.injected
         return summary

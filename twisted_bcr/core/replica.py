@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
+from attrs import evolve
 from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
@@ -34,8 +36,8 @@ from twisted_bcr.core.common import (
     replica_name,
 )
 from twisted_bcr.dictionary import apply_operation
-from twisted_bcr.faults import NO_FAULTS, FaultHooks
-from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.faults import NO_FAULTS, FaultHooks, FaultPlan, Registry
+from twisted_bcr.interfaces import IEnvironment, IMachine, IMisbehave
 from twisted_bcr.messages import (
     Assignment,
     CatchUp,
@@ -360,7 +362,24 @@ class Replica:
         self.last_executed = assignment.first_slot - 1
         self._take_recovered_results(assignment.recovered)
         if self._faults_factory is not None and assignment.failures:
-            self.faults = self._faults_factory(self, assignment.failures)
+            try:
+                self.faults = self._faults_factory(self, assignment.failures)
+            except ValueError as e:
+                self._log.error(
+                    "{name} cannot carry out its failures {failures!r}: {why}",
+                    name=self.name, failures=assignment.failures, why=str(e),
+                    event="bcr.assignment_refused", node=self.name,
+                )
+                self.configuration = None
+                return
+        # The set-up of configuration 0 is not a new-configuration message
+        # (SPEC §11.1); extra_op() here acts on the state just installed.
+        if configuration.number > 0 and not self.faults.received("new_configuration", None):
+            self._log.warn(
+                "{name} ignores its new configuration and stays pending",
+                name=self.name, event="bcr.ignored", node=self.name,
+            )
+            return
         self.mode = Mode.ACTIVE
         self._log.info(
             "{name} active: configuration {configuration}, position {index} of "
@@ -428,7 +447,9 @@ class Replica:
         self.mode = Mode.IMMUTABLE
         for client_key in list(self._awaiting_client):
             self._stop_awaiting(client_key)
-        history = tuple(self.history[slot] for slot in sorted(self.history))
+        history = self.faults.tamper(
+            "wedged", tuple(self.history[slot] for slot in sorted(self.history))
+        )
         checkpoint_slot = self.checkpoint.slot if self.checkpoint is not None else None
         self._log.info(
             "{name} is wedged: immutable; sends its history of {length} entries "
@@ -802,8 +823,10 @@ class Replica:
         result_statement = ResultStatement(
             number, slot, request.client, request.seq, request.operation, result_hash
         )
-        signed_result_statement = self._sign(result_statement)
-        order_proof = order_proof + (self._sign(order_statement),)
+        signed_order_statement, signed_result_statement = self.faults.tamper(
+            "own_statements", (self._sign(order_statement), self._sign(result_statement))
+        )
+        order_proof = order_proof + (signed_order_statement,)
         result_proof = result_proof + (signed_result_statement,)
         self.history[slot] = HistoryEntry(slot, signed, order_proof)
         self._my_result_hashes[slot] = result_hash
@@ -819,6 +842,8 @@ class Replica:
             )
             self._log_step(sender, received, request, slot, result, f"shuttle to {successor}")
             return
+        # At the tail the same (maybe tampered) proof goes to the client and back.
+        result_proof = self.faults.tamper("result_proof", result_proof)
         result_shuttle = ResultShuttle(number, slot, signed, result, result_proof)
         # To the client first, then the result shuttle (SPEC §5 step 4).  The
         # result message has an event of its own: perform900 counts them.
@@ -863,7 +888,7 @@ class Replica:
     def _send_result_to_client(self, result_shuttle: ResultShuttle, request: Request) -> None:
         self._send(
             self._client_addresses[request.client],
-            self._result_message(result_shuttle, request),
+            self.faults.tamper("result_message", self._result_message(result_shuttle, request)),
             "result_message",
             request_id=request.request_id,
             slot=result_shuttle.slot,
@@ -904,6 +929,11 @@ class Replica:
         client_key = (request.client, request.seq)
         self._my_result_hashes.pop(shuttle.slot, None)
         self._cache_result(client_key, shuttle)
+        # What goes out from here may carry a tampered proof; the cache keeps
+        # what arrived.
+        outgoing_proof = self.faults.tamper("result_proof", shuttle.result_proof)
+        if outgoing_proof is not shuttle.result_proof:
+            shuttle = evolve(shuttle, result_proof=outgoing_proof)
         if self._stop_awaiting(client_key):
             self._send_result_to_client(shuttle, request)
         sent = "nothing (head)"
@@ -1066,8 +1096,11 @@ class Replica:
             kept=len(self.history), event="bcr.checkpoint_completed", node=self.name,
         )
         if not self.is_head:
+            outgoing = evolve(
+                proof, statements=self.faults.tamper("completed_checkpoint", proof.statements)
+            )
             self._send(
-                self._address_of(self.index - 1), CompletedCheckpoint(proof),
+                self._address_of(self.index - 1), CompletedCheckpoint(outgoing),
                 "completed_checkpoint", slot=proof.slot,
             )
 
@@ -1080,3 +1113,102 @@ class Replica:
         CheckpointMessage: _on_checkpoint,  # type: ignore[dict-item]
         CompletedCheckpoint: _on_completed_checkpoint,  # type: ignore[dict-item]
     }
+
+
+@implementer(IMisbehave)
+class ReplicaMisbehaviour:
+    """
+    The narrow API failures act through (L{IMisbehave}), over one replica.
+    Fault plugins get this object, never the replica itself.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+        #: The fault plan this serves, which counts drops and keeps armings.
+        self.plan: FaultPlan | None = None
+
+    @property
+    def name(self) -> str:
+        return self._replica.name
+
+    @property
+    def is_head(self) -> bool:
+        return self._replica.is_head
+
+    @property
+    def is_tail(self) -> bool:
+        return self._replica.is_tail
+
+    @property
+    def t(self) -> int:
+        assert self._replica.configuration is not None
+        return self._replica.configuration.t
+
+    @property
+    def index(self) -> int:
+        return self._replica.index
+
+    @property
+    def configuration(self) -> int:
+        assert self._replica.configuration is not None
+        return self._replica.configuration.number
+
+    def crash(self) -> None:
+        assert self.plan is not None
+        self.plan.drop()
+        self._replica._env.exit(CRASH_STATUS, "crash() fault")
+
+    def sleep(self, seconds: float) -> None:
+        self._replica._env.stall(seconds)
+
+    def drop(self) -> None:
+        assert self.plan is not None
+        self.plan.drop()
+
+    def apply(self, name: str, args: tuple[str, ...]) -> None:
+        result = apply_operation(self._replica.state, name, args)
+        self.log(f"applied {name}{args} outside the protocol -> {result!r}")
+
+    def skip_slot(self) -> None:
+        self._replica.next_slot += 1
+        self.log(f"skipped a slot: the next one is {self._replica.next_slot}")
+
+    def arm(self, text: str, point: str, tamper: Any) -> None:
+        assert self.plan is not None
+        self.plan.arm(text, point, tamper)
+
+    def sign(self, statement: object) -> Signed:
+        return self._replica._sign(statement)
+
+    def corrupt(self, signed: Any) -> Any:
+        return crypto.corrupt(signed)
+
+    def decode(self, signed: Any) -> object:
+        return codec.decode(signed.body)
+
+    def log(self, message: str) -> None:
+        self._replica._log.info(
+            "{name} {message}", name=self.name, message=message,
+            event="bcr.misbehaving", node=self.name,
+        )
+
+
+#: The exit status of a crash() fault: os._exit(-1), as the course did.
+CRASH_STATUS = 255
+
+
+def fault_plan_factory(registry: Registry) -> Callable[[Replica, str], FaultHooks]:
+    """
+    What the bindings give a replica started with fault injection on: it
+    turns the failures text of an assignment into that replica's plan.
+
+    @raise ValueError: (from the factory) the text names unknown faults.
+    """
+
+    def make(replica: Replica, text: str) -> FaultHooks:
+        misbehave = ReplicaMisbehaviour(replica)
+        plan = FaultPlan.from_text(text, registry, misbehave, replica._log)
+        misbehave.plan = plan
+        return plan
+
+    return make

@@ -22,6 +22,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from twisted_bcr import crypto
+from twisted_bcr.faults import PluginError, Registry, load_registry
 from twisted_bcr.interfaces import IMachine
 from twisted_bcr.net.framing import DEFAULT_MAX_FRAME
 from twisted_bcr.net.node import DEFAULT_LISTEN, TcpNode, parse_address
@@ -63,6 +64,14 @@ class NodeOptions(usage.Options):
     #: The twistd subcommand, for error messages.
     command = "bcr"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["fault-plugins"] = []
+
+    def opt_fault_plugins(self, directory: str) -> None:
+        """Also load fault plugins from this directory (repeatable)."""
+        self["fault-plugins"].append(directory)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse, and end bad input with one line on standard error and status
@@ -75,6 +84,13 @@ class NodeOptions(usage.Options):
         except usage.UsageError as e:
             sys.stderr.write(f"twistd {self.command}: {e}\n")
             raise SystemExit(1) from None
+
+    def fault_registry(self) -> Registry:
+        """The fault plugins: the built-ins and those of --fault-plugins."""
+        try:
+            return load_registry(self["fault-plugins"])
+        except PluginError as e:
+            raise usage.UsageError(str(e)) from None
 
     def postOptions(self) -> None:
         try:

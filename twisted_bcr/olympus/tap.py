@@ -39,7 +39,7 @@ class Options(NodeOptions):
         if self["case"] is None:
             raise usage.UsageError("--case FILE is required")
         try:
-            self["parsed-case"] = parse_case(self["case"])
+            self["parsed-case"] = parse_case(self["case"], **self.fault_registry().tables())
         except CaseError as e:
             raise usage.UsageError(str(e)) from None
         if self["name"] is None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import IService
+from twisted.python import usage
 
 from twisted_bcr import crypto
-from twisted_bcr.core.replica import Replica
+from twisted_bcr.core.replica import Replica, fault_plan_factory
 from twisted_bcr.net.daemon import (
     NodeOptions,
     check_address,
@@ -55,6 +56,11 @@ class Options(NodeOptions):
         if self["name"] is None:
             self["name"] = f"replica-{os.getpid()}"
         check_name(self["name"])
+        if self["fault-plugins"] and not self["enable-fault-injection"]:
+            raise usage.UsageError("--fault-plugins needs --enable-fault-injection")
+        self["fault-registry"] = (
+            self.fault_registry() if self["enable-fault-injection"] else None
+        )
 
 
 def makeService(options: Options) -> IService:
@@ -70,5 +76,10 @@ def makeService(options: Options) -> IService:
             options["olympus"],
             options["olympus-key-bytes"],
             fault_injection=options["enable-fault-injection"],
+            faults_factory=(
+                fault_plan_factory(options["fault-registry"])
+                if options["fault-registry"] is not None
+                else None
+            ),
         ),
     )
