@@ -23,7 +23,13 @@ from tests.test_processes import CASES, RUN_DEADLINE_S, WAIT_S, poll, read_event
 from twisted_bcr import crypto
 from twisted_bcr.checking import replay_alone
 from twisted_bcr.config import parse_case
-from twisted_bcr.launch import ReadyInfo, _child_environment, run_case, twistd_command
+from twisted_bcr.launch import (
+    ReadyInfo,
+    _child_environment,
+    run_case,
+    run_case_blocking,
+    twistd_command,
+)
 
 #: t = 1, two clients on disjoint keys (so each one's results are fixed),
 #: short timeouts so that a failure is detected quickly.
@@ -212,3 +218,68 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+#: Replica 1 of configuration 0 crashes (crash()) or stalls (sleep()) when
+#: the fourth shuttle of client 0 reaches it.
+FAULT_CASE = """\
+test_case_name = {name}
+t = 1
+num_client = 1
+client_timeout = {timeout}
+head_timeout = {timeout}
+nonhead_timeout = {timeout}
+workload[0] = put('a','1'); append('a','2'); append('a','3'); append('a','4'); \
+append('a','5'); get('a')
+failures[0,1] = shuttle(0,3), {failure}
+"""
+
+EXPECTED = ["OK", "OK", "OK", "OK", "OK", "12345"]
+
+
+class FaultProcessTests(TestCase):
+    """crash() really ends a replica process; sleep() really stalls it."""
+
+    timeout = 120
+
+    def run_fault(self, name: str, failure: str, timeout_ms: int) -> tuple[dict[str, Any], str]:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        case_path = os.path.join(directory, f"{name}.txt")
+        with open(case_path, "w", encoding="utf-8") as f:
+            f.write(FAULT_CASE.format(name=name, timeout=timeout_ms, failure=failure))
+        log_dir = os.path.join(directory, "logs")
+        summary = run_case_blocking(case_path, log_dir, RUN_DEADLINE_S)
+        self.assertEqual(summary["errors"], [])
+        self.assertEqual(summary["clients"][0]["results"], EXPECTED)
+        self.assertEqual(
+            summary["faults_fired"],
+            [{"configuration": 0, "replica": 1, "trigger": "shuttle(0,3)", "failure": failure}],
+        )
+        return summary, log_dir
+
+    def test_crash(self) -> None:
+        """crash() ends replica 0.1's process with status 255; the chain is reconfigured without it."""
+        summary, log_dir = self.run_fault("crashing", "crash()", 500)
+        self.assertEqual(summary["configurations"], 2)
+        self.assertNotIn(1, summary["reconfigurations"][0]["quorum"])
+        ended = [
+            e for e in read_events(os.path.join(log_dir, "crashing-launcher.json"))
+            if e.get("event") == "bcr.child_ended"
+        ]
+        # The replica's log is a link to the log of the spare process it was.
+        replica_log = os.path.join(log_dir, "crashing-replica-0.1.json")
+        [status] = [
+            e["status"] for e in ended
+            if os.path.exists(os.path.join(log_dir, e["name"] + ".json"))
+            and os.path.samefile(os.path.join(log_dir, e["name"] + ".json"), replica_log)
+        ]
+        self.assertEqual(status, "exit status 255")
+
+    def test_sleep(self) -> None:
+        """sleep(600) stalls replica 0.1's whole process for 0.6 s; with long timeouts that only delays."""
+        summary, log_dir = self.run_fault("sleeping", "sleep(600)", 5000)
+        self.assertEqual(summary["configurations"], 1)
+        events = read_events(os.path.join(log_dir, "sleeping-replica-0.1.json"))
+        [stall] = [i for i, e in enumerate(events) if e.get("event") == "bcr.stall"]
+        self.assertGreaterEqual(events[stall + 1]["log_time"] - events[stall]["log_time"], 0.6)
