@@ -10,6 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_bcr.cli import main
+from twisted_bcr.faults import load_registry
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "etc", "cases")
 
@@ -107,3 +108,63 @@ class RunCommandTests(SynchronousTestCase):
         status, out, err = run_cli("run", path)
         self.assertEqual(status, 1)
         self.assertEqual(err, f"bcr: {path}: missing required key 't'\n")
+
+
+NOOP_PLUGIN = '''
+"""A failure that only says it fired, for the fault_plugins key test."""
+from attrs import frozen
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twisted_bcr.interfaces import IFailure
+
+
+@implementer(IPlugin, IFailure)
+@frozen
+class Noop:
+    name: str = "noop"
+    arity: int = 0
+    stage: int = 3
+
+    def fire(self, misbehave, args, text):
+        misbehave.log(f"{text}: does nothing")
+
+
+noop = Noop()
+'''
+
+
+class FaultPluginKeyTests(SynchronousTestCase):
+    """A case file can name its own fault plugin directories (key fault_plugins)."""
+
+    def test_case_names_its_plugins(self) -> None:
+        """A failure from a directory the case names is usable by name, and fires."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "mine"))
+        with open(os.path.join(directory, "mine", "bcr_test_noop_key.py"), "w") as f:
+            f.write(NOOP_PLUGIN)
+        case = os.path.join(directory, "case.txt")
+        with open(case, "w") as f:
+            f.write(
+                "t = 1\nnum_client = 1\nworkload[0] = put('a','b'); get('a')\n"
+                "fault_plugins = mine\nfailures[0,1] = shuttle(0,1), noop()\n"
+            )
+        summary_path = self.mktemp()
+        status, out, err = run_cli("simulate", case, "--summary", summary_path, "--quiet")
+        self.addCleanup(load_registry)
+        self.assertEqual((status, err), (0, ""))
+        with open(summary_path) as f:
+            summary = json.load(f)
+        self.assertEqual(
+            summary["faults_fired"],
+            [{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)", "failure": "noop()"}],
+        )
+        # Without the key, the name is unknown: refused with file and line.
+        with open(case, "w") as f:
+            f.write(
+                "t = 1\nnum_client = 1\nworkload[0] = put('a','b')\n"
+                "failures[0,1] = shuttle(0,1), noop()\n"
+            )
+        status, out, err = run_cli("simulate", case)
+        self.assertEqual(status, 1)
+        self.assertIn(f"{case}:4: unknown failure 'noop'", err)

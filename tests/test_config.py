@@ -15,6 +15,7 @@ from twisted_bcr.config import (
     Case,
     CaseError,
     FaultPair,
+    case_plugin_dirs,
     parse_case,
     parse_case_text,
     parse_failures,
@@ -987,3 +988,27 @@ class FileTests(SynchronousTestCase):
         path = self.write(b"t = 1\n\xff\n")
         error = self.assertRaises(CaseError, parse_case, path)
         self.assertEqual(str(error), f"{path}: not UTF-8 text: byte 0xff at offset 6")
+
+
+class FaultPluginKeyTests(SynchronousTestCase):
+    """The fault_plugins key names plugin directories relative to the case file."""
+
+    def test_relative_to_case_file(self) -> None:
+        """Directories are resolved against the case file's own directory."""
+        case = parse_case_text(
+            "t = 1\nnum_client = 1\nworkload[0] = get('a')\n"
+            "fault_plugins = plugins; /opt/more\n",
+            "/experiments/x/case.txt",
+        )
+        self.assertEqual(case.fault_plugin_dirs, ("/experiments/x/plugins", "/opt/more"))
+        self.assertEqual(case.ignored_keys, ())
+
+    def test_read_before_the_case(self) -> None:
+        """case_plugin_dirs reads the key without parsing the rest, and gives nothing for an unreadable file."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "case.txt")
+        with open(path, "w") as f:
+            f.write("fault_plugins = mine\nfailures[0,1] = shuttle(0,0), my_failure()\n")
+        self.assertEqual(case_plugin_dirs(path), (os.path.join(os.path.abspath(directory), "mine"),))
+        self.assertEqual(case_plugin_dirs(os.path.join(directory, "missing.txt")), ())

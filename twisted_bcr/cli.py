@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted_bcr.config import Case, CaseError, parse_case
-from twisted_bcr.faults import PluginError, Registry, load_registry
+from twisted_bcr.config import Case, CaseError
+from twisted_bcr.faults import PluginError, Registry, load_case
 
 #: The case the README's quick start runs.
 DEFAULT_CASE = os.path.join("etc", "cases", "failure_free.txt")
@@ -108,8 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load_case(path: str, plugin_dirs: Sequence[str] = ()) -> tuple[Case, Registry]:
     """The case, read with the names of every available fault plugin."""
     try:
-        registry = load_registry(plugin_dirs)
-        return parse_case(path, **registry.tables()), registry
+        return load_case(path, plugin_dirs)
     except (CaseError, PluginError) as e:
         raise UsageProblem(str(e)) from None
 

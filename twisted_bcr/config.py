@@ -76,7 +76,9 @@ _INTEGER_KEYS: Final = (
     "nonhead_timeout",
     "checkpt_interval",
 )
-_STRING_KEYS: Final = ("test_case_name", "hosts", "client_hosts", "replica_hosts")
+_STRING_KEYS: Final = (
+    "test_case_name", "hosts", "client_hosts", "replica_hosts", "fault_plugins",
+)
 
 # name(arguments) with the arguments possibly empty.  Greedy up to the last
 # ')' so that a value containing ')' stays inside the arguments.
@@ -183,6 +185,9 @@ class Case:
     warnings: tuple[str, ...] = ()
     #: Keys this project does not use, in order of first appearance.
     ignored_keys: tuple[str, ...] = ()
+    #: Directories of fault plugins the case needs (key C{fault_plugins},
+    #: ';'-separated, relative to the case file), made absolute.
+    fault_plugin_dirs: tuple[str, ...] = ()
 
     @property
     def step_timeout_s(self) -> float:
@@ -334,6 +339,7 @@ def parse_case_text(
             raise CaseError(path, f"missing required key 'workload[{client}]'")
 
     hosts = _split_list(values.get("hosts", ""))
+    fault_plugin_dirs = _plugin_dirs(values, path)
     client_hosts = _host_indices("client_hosts", values, lines, path, hosts, num_client)
     replica_hosts = _host_indices(
         "replica_hosts", values, lines, path, hosts, 2 * t + 1
@@ -357,6 +363,7 @@ def parse_case_text(
         replica_hosts=replica_hosts,
         warnings=tuple(warnings),
         ignored_keys=tuple(ignored),
+        fault_plugin_dirs=fault_plugin_dirs,
     )
 
 
@@ -520,6 +527,29 @@ def _parse_integer(text: str) -> int | None:
     """The value of a string of ASCII decimal digits, or C{None} if it is not one."""
     match = _INTEGER.fullmatch(text.strip())
     return None if match is None else int(match.group(1))
+
+
+def _plugin_dirs(values: Mapping[str, str], path: str) -> tuple[str, ...]:
+    base = os.path.dirname(os.path.abspath(path))
+    return tuple(
+        os.path.normpath(os.path.join(base, d))
+        for d in _split_list(values.get("fault_plugins", ""))
+    )
+
+
+def case_plugin_dirs(path: str) -> tuple[str, ...]:
+    """
+    The fault plugin directories a case file names (key C{fault_plugins}),
+    read before the case itself, whose failures may name their plugins.
+    Unreadable files give none: parsing the case reports them.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as case_file:
+            text = case_file.read()
+        values = _read_items(text, path)[0]
+    except (OSError, UnicodeDecodeError, CaseError):
+        return ()
+    return _plugin_dirs(values, path)
 
 
 def _split_list(text: str) -> tuple[str, ...]:

@@ -4,8 +4,8 @@ Fault injection (SPEC §11): the registry of fault plugins, and the fault
 plan of one replica.
 
 Triggers and failures are Twisted plugins (L{ITrigger}, L{IFailure}): the
-built-ins of the package C{twisted_bcr.faultplugins} (the top-level
-C{plugins/} folder) and those of any directory a user adds per experiment.
+built-ins of the package C{twisted_bcr.faultplugins} and those of any
+directory a user adds per experiment (such as the top-level C{plugins/}).
 L{load_registry} finds them and fails loudly, with one line, on a plugin
 module that does not import, instead of letting it silently go missing.
 
@@ -26,7 +26,14 @@ from typing import Any, Protocol
 from attrs import frozen
 from twisted.plugin import getPlugins
 
-from twisted_bcr.config import CaseError, FaultPair, parse_failures
+from twisted_bcr.config import (
+    Case,
+    CaseError,
+    FaultPair,
+    case_plugin_dirs,
+    parse_case,
+    parse_failures,
+)
 from twisted_bcr.interfaces import IFailure, IMisbehave, ITrigger
 
 
@@ -145,10 +152,29 @@ def _import_every_module(package: str, path: Sequence[str]) -> None:
                 importlib.import_module(f"{package}.{module}")
             except Exception as e:
                 where = os.path.join(directory, filename)
+                # One line, even for an exception whose text has several.
+                detail = f"{type(e).__name__}: {e}".replace("\r", "\\r").replace("\n", "\\n")
                 raise PluginError(
-                    f"{where}: the fault plugin module does not import: "
-                    f"{type(e).__name__}: {e}"
+                    f"{where}: the fault plugin module does not import: {detail}"
                 ) from None
+
+
+def load_case(path: str, plugin_dirs: Sequence[str] = ()) -> tuple[Case, Registry]:
+    """
+    Read a case file with the fault plugins it can name: the built-ins,
+    C{plugin_dirs} (from the command line) and the directories of its own
+    C{fault_plugins} key.
+
+    @raise CaseError: the case is invalid (file, line and text).
+    @raise PluginError: a plugin directory or module cannot be used.
+    """
+    registry = load_registry([*plugin_dirs, *case_plugin_dirs(path)])
+    return parse_case(path, **registry.tables()), registry
+
+
+def registry_for(case: Case, plugin_dirs: Sequence[str] = ()) -> Registry:
+    """The fault plugins of an already parsed case, plus C{plugin_dirs}."""
+    return load_registry([*plugin_dirs, *case.fault_plugin_dirs])
 
 
 # ---------------------------------------------------------------------------

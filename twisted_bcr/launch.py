@@ -247,7 +247,10 @@ class _Run:
         fault_plugin_dirs: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
-        self.fault_plugin_dirs = [os.path.abspath(d) for d in fault_plugin_dirs]
+        # The daemons load the same plugins: the command line's and the case's.
+        self.fault_plugin_dirs = [
+            *(os.path.abspath(d) for d in fault_plugin_dirs), *case.fault_plugin_dirs
+        ]
         #: An Olympus already running (with its own pool of spares), and its
         #: key: then the launcher starts no process, only clients and driver.
         self.external_olympus = olympus
@@ -982,6 +985,8 @@ def case_file_text(case: Case) -> str:
         lines.append("client_hosts = " + ";".join(map(str, case.client_hosts)))
     if case.replica_hosts:
         lines.append("replica_hosts = " + ";".join(map(str, case.replica_hosts)))
+    if case.fault_plugin_dirs:
+        lines.append("fault_plugins = " + ";".join(case.fault_plugin_dirs))
     return "\n".join(lines) + "\n"
 
 
@@ -1017,9 +1022,10 @@ def _prepare(
     @raise CaseError: the case is unusable; nothing was created.
     @raise faults.PluginError: a fault plugin directory cannot be used.
     """
-    registry = faults.load_registry(fault_plugins)
     if isinstance(case, str):
-        case = parse_case(case, **registry.tables())
+        case, registry = faults.load_case(case, fault_plugins)
+    else:
+        registry = faults.registry_for(case, fault_plugins)
     stem = case_stem(case)
     directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
     os.makedirs(directory, exist_ok=True)
@@ -1217,7 +1223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """C{python -m twisted_bcr.launch}: run one case; exit 0 exactly when it passed."""
     options = _options(sys.argv[1:] if argv is None else argv)
     try:
-        case = parse_case(options.case, **faults.load_registry(options.fault_plugins).tables())
+        case, _ = faults.load_case(options.case, options.fault_plugins)
         _external_olympus(options.olympus, options.olympus_key_file, options.kill_head_after)
     except ValueError as e:  # CaseError and PluginError included
         print(f"bcr run: {e}", file=sys.stderr)

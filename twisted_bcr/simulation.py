@@ -297,7 +297,7 @@ def build_cluster(
         observers = _observers_for(log_dir, f"{case.file_stem}-{address}", files)
         return network.add_node(address, observers + extra + [note_fired])
 
-    plans = fault_plan_factory(registry or faults.load_registry())
+    plans = fault_plan_factory(registry or faults.registry_for(case))
     olympus_key = seeded_key(seed, "olympus")
     olympus = Olympus(node("olympus"), case, olympus_key)
     network.nodes["olympus"].machine = olympus

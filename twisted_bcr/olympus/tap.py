@@ -13,8 +13,9 @@ import os
 from twisted.application.service import IService
 from twisted.python import usage
 
-from twisted_bcr.config import CaseError, parse_case
+from twisted_bcr.config import CaseError
 from twisted_bcr.core.olympus import Olympus
+from twisted_bcr.faults import PluginError, load_case
 from twisted_bcr.net.daemon import NodeOptions, check_name, load_or_create_key, node_service
 
 
@@ -39,8 +40,8 @@ class Options(NodeOptions):
         if self["case"] is None:
             raise usage.UsageError("--case FILE is required")
         try:
-            self["parsed-case"] = parse_case(self["case"], **self.fault_registry().tables())
-        except CaseError as e:
+            self["parsed-case"], _ = load_case(self["case"], self["fault-plugins"])
+        except (CaseError, PluginError) as e:
             raise usage.UsageError(str(e)) from None
         if self["name"] is None:
             stem = os.path.splitext(os.path.basename(self["case"]))[0]
