@@ -71,8 +71,8 @@ class IMachine(Interface):
 
 # ---------------------------------------------------------------------------
 # Fault plugins (SPEC §11).  Discovered with twisted.plugin.getPlugins in the
-# package twisted_bcr.faultplugins (the built-ins, from the top-level
-# plugins/ folder) and in any directory a user adds per experiment.
+# package twisted_bcr.faultplugins (the built-ins) and in any directory a
+# user adds per experiment (such as the repository's top-level plugins/).
 
 
 class ITrigger(Interface):

@@ -70,6 +70,9 @@ class SimulatedNode:
 
     def start_timer(self, key: str, seconds: float) -> None:
         self.cancel_timer(key)
+        # Started by a handler of a process that sleep() stalls: it would have
+        # run after the stall, so the timer starts then.
+        seconds += max(0.0, self.stalled_until - self.network.clock.seconds())
         self._timers[key] = self.network.clock.callLater(seconds, self._fire, key)
 
     def cancel_timer(self, key: str) -> None:
@@ -196,7 +199,11 @@ class SimulatedNetwork:
         if link.dropped:
             return
         low, high = self.latency_s
-        arrival = self.clock.seconds() + self.random.uniform(low, high) + link.extra_delay
+        # A process that sleep() stalls while it handles a message sends what
+        # that handler sends once it wakes (SPEC §11.2: it sleeps first).
+        source = self.nodes.get(sender)
+        departure = max(self.clock.seconds(), source.stalled_until if source else 0.0)
+        arrival = departure + self.random.uniform(low, high) + link.extra_delay
         # FIFO per channel, like a TCP connection.
         arrival = max(arrival, link.last_delivery)
         link.last_delivery = arrival

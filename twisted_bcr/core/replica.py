@@ -433,6 +433,11 @@ class Replica:
 
     def _from_current_olympus(self, sender: str, kind: str, configuration: int) -> bool:
         """Is an Olympus message of type C{kind} for our configuration?"""
+        if self.mode is Mode.PENDING:
+            # Never set up (or its new_configuration was dropped, SPEC §11.2):
+            # a PENDING replica ignores wedge requests and what follows (§9.2).
+            self._reject(sender, f"{kind} while pending")
+            return False
         if self.configuration is None or configuration != self.configuration.number:
             self._reject(sender, f"{kind} for configuration {configuration}")
             return False
@@ -823,12 +828,19 @@ class Replica:
         result_statement = ResultStatement(
             number, slot, request.client, request.seq, request.operation, result_hash
         )
-        signed_order_statement, signed_result_statement = self.faults.tamper(
-            "own_statements", (self._sign(order_statement), self._sign(result_statement))
+        signed_order_statement = self._sign(order_statement)
+        signed_result_statement = self._sign(result_statement)
+        # A failure changes the statements that go out (SPEC §11.2), not
+        # this replica's own records: its history and most recent result
+        # statement keep what it really signed.
+        sent_order_statement, sent_result_statement = self.faults.tamper(
+            "own_statements", (signed_order_statement, signed_result_statement)
         )
-        order_proof = order_proof + (signed_order_statement,)
-        result_proof = result_proof + (signed_result_statement,)
-        self.history[slot] = HistoryEntry(slot, signed, order_proof)
+        self.history[slot] = HistoryEntry(
+            slot, signed, order_proof + (signed_order_statement,)
+        )
+        order_proof = order_proof + (sent_order_statement,)
+        result_proof = result_proof + (sent_result_statement,)
         self._my_result_hashes[slot] = result_hash
         self.last_results[request.client] = ClientResult(
             request.client, request.seq, result, signed_result_statement
