@@ -237,20 +237,20 @@ class DropResultStmtTests(FaultCaseTestCase):
     """drop_result_stmt(): a result proof without the head's statement."""
 
     def test_tail(self) -> None:
-        """At the tail the predecessor finds the proof incomplete; the client still accepts."""
+        """At the tail the predecessor finds the head's statement missing; the client still accepts with 2t."""
         result = run(make_case("drs_tail", {"0,2": "shuttle(0,2), drop_result_stmt()"}))
         self.assertOutcome(
             result, fired=[pair(0, 2, "shuttle(0,2)", "drop_result_stmt()")],
-            reconfigurations=1, requesters=["replica 0.1"], reason="2 of 3 statements",
+            reconfigurations=1, requesters=["replica 0.1"], reason="statement 0: signature",
         )
         self.assertEqual(result.summary["clients"][0]["retransmissions"], 0)
 
     def test_middle(self) -> None:
-        """At a middle replica the head finds the proof incomplete."""
+        """At a middle replica the head finds the head's statement missing."""
         result = run(make_case("drs_middle", {"0,1": "result_shuttle(0,2), drop_result_stmt()"}))
         self.assertOutcome(
             result, fired=[pair(0, 1, "result_shuttle(0,2)", "drop_result_stmt()")],
-            reconfigurations=1, requesters=["replica 0.0"], reason="2 of 3 statements",
+            reconfigurations=1, requesters=["replica 0.0"], reason="statement 0: signature",
         )
 
 

@@ -42,6 +42,7 @@ from twisted_bcr.config import FAILURES, TRIGGERS
 from twisted_bcr.core.common import Mode, replica_name
 from twisted_bcr.core.replica import CRASH_STATUS, ReplicaMisbehaviour, fault_plan_factory
 from twisted_bcr.dictionary import apply_operation
+from twisted_bcr.faultplugins.bcr_failures import MISSING_STATEMENT
 from twisted_bcr.faults import NO_FAULTS, FaultPlan, PluginError, Registry, load_registry
 from twisted_bcr.interfaces import IFailure, IMisbehave, ITrigger
 from twisted_bcr.messages import (
@@ -487,7 +488,7 @@ class ArmingTests(SynchronousTestCase):
         proof = result_proof(T1, 7, REQUEST, "fail", 3)
         self.assertEqual(plan.tamper("result_proof", proof), proof)
         plan.received("shuttle", 0)
-        self.assertEqual(plan.tamper("result_proof", proof), proof[1:])
+        self.assertEqual(plan.tamper("result_proof", proof), (MISSING_STATEMENT, *proof[1:]))
         self.assertEqual(plan.tamper("result_proof", proof), proof)
         [applied] = [e for e in events if e.get("event") == "bcr.fault_applied"]
         self.assertEqual((applied["pair"], applied["point"]), ("shuttle(0,0), drop_result_stmt()", "result_proof"))
@@ -509,7 +510,7 @@ class ArmingTests(SynchronousTestCase):
         plan.received("shuttle", 0)
         plan.received("shuttle", 0)
         proof = result_proof(T1, 7, REQUEST, "fail", 3)
-        self.assertEqual(plan.tamper("result_proof", proof), proof[1:])
+        self.assertEqual(plan.tamper("result_proof", proof), (MISSING_STATEMENT, *proof[1:]))
         self.assertEqual(plan.tamper("result_proof", proof), proof)
 
     def test_truncate_history_keeps_latest(self) -> None:
@@ -531,7 +532,8 @@ class ArmingTests(SynchronousTestCase):
         plan.received("shuttle", 0)
         proof = result_proof(T1, 7, REQUEST, "fail", 3)
         tampered = plan.tamper("result_proof", proof)
-        self.assertEqual(len(tampered), 2)
+        self.assertEqual(tampered[0], MISSING_STATEMENT)
+        self.assertNotEqual(tampered[1:], proof[1:])
         self.assertEqual(plan.tamper("result_proof", proof), proof)
 
 
@@ -626,7 +628,7 @@ class FailureEffectTests(SynchronousTestCase):
         """drop_result_stmt() removes the head's statement, position 0."""
         plan, misbehave = self.armed("drop_result_stmt()", index=2)
         proof = result_proof(T1, 7, REQUEST, "fail", 3)
-        self.assertEqual(plan.tamper("result_proof", proof), proof[1:])
+        self.assertEqual(plan.tamper("result_proof", proof), (MISSING_STATEMENT, *proof[1:]))
 
     def test_truncate_history(self) -> None:
         """truncate_history(n) leaves out the last n history entries, all of them if fewer."""

@@ -898,9 +898,15 @@ class Replica:
         )
 
     def _send_result_to_client(self, result_shuttle: ResultShuttle, request: Request) -> None:
+        # Any result message, also one answered from the cache, is "the next
+        # outgoing result message" of SPEC §11.2.
+        message = self._result_message(result_shuttle, request)
+        proof = self.faults.tamper("result_proof", message.result_proof)
+        if proof is not message.result_proof:
+            message = evolve(message, result_proof=proof)
         self._send(
             self._client_addresses[request.client],
-            self.faults.tamper("result_message", self._result_message(result_shuttle, request)),
+            self.faults.tamper("result_message", message),
             "result_message",
             request_id=request.request_id,
             slot=result_shuttle.slot,
@@ -941,15 +947,15 @@ class Replica:
         client_key = (request.client, request.seq)
         self._my_result_hashes.pop(shuttle.slot, None)
         self._cache_result(client_key, shuttle)
-        # What goes out from here may carry a tampered proof; the cache keeps
-        # what arrived.
-        outgoing_proof = self.faults.tamper("result_proof", shuttle.result_proof)
-        if outgoing_proof is not shuttle.result_proof:
-            shuttle = evolve(shuttle, result_proof=outgoing_proof)
         if self._stop_awaiting(client_key):
             self._send_result_to_client(shuttle, request)
         sent = "nothing (head)"
         if not self.is_head:
+            # What goes out may carry a tampered proof; the cache keeps what
+            # arrived.
+            outgoing_proof = self.faults.tamper("result_proof", shuttle.result_proof)
+            if outgoing_proof is not shuttle.result_proof:
+                shuttle = evolve(shuttle, result_proof=outgoing_proof)
             predecessor = self._address_of(self.index - 1)
             self._env.send(predecessor, shuttle)
             sent = f"result_shuttle to {predecessor}"

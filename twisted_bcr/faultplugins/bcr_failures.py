@@ -14,13 +14,16 @@ from zope.interface import implementer
 
 from twisted_bcr.crypto import result_hash
 from twisted_bcr.interfaces import IFailure, IMisbehave
-from twisted_bcr.messages import Operation
+from twisted_bcr.messages import Operation, Signed
 
 #: Stages: the order in which failures firing on one message take effect.
 CRASH, SLEEP, STATE, ARM, DROP = range(5)
 
 #: What change_operation() puts in its statements instead of the real operation.
 FAKE_OPERATION = Operation("get", ("x",))
+
+#: A statement left out of a proof, keeping its place: it verifies for nobody.
+MISSING_STATEMENT = Signed(b"", b"")
 
 
 @implementer(IPlugin, IFailure)
@@ -198,14 +201,22 @@ class ChangeResult:
 @implementer(IPlugin, IFailure)
 @frozen
 class DropResultStmt:
-    """drop_result_stmt(): its next outgoing result proof lacks the head's statement."""
+    """
+    drop_result_stmt(): its next outgoing result proof lacks the head's
+    statement.  The place stays, empty, so every other statement is still
+    checked against its own replica's key: the client accepts with the 2t
+    left (SPEC §11.2) and the predecessor finds position 0 missing.
+    """
 
     name: str = "drop_result_stmt"
     arity: int = 0
     stage: int = ARM
 
     def fire(self, misbehave: IMisbehave, args: tuple[int, ...], text: str) -> None:
-        misbehave.arm(text, "result_proof", lambda proof, misbehave: tuple(proof[1:]))
+        misbehave.arm(
+            text, "result_proof",
+            lambda proof, misbehave: (MISSING_STATEMENT, *proof[1:]) if proof else proof,
+        )
 
 
 @implementer(IPlugin, IFailure)
