@@ -257,3 +257,30 @@ class PercentileTests(SynchronousTestCase):
         """One value is every percentile; no values give 0."""
         self.assertEqual(percentile([7.0], 0.99), 7.0)
         self.assertEqual(percentile([], 0.5), 0.0)
+
+
+class FaultyReplicaTests(SynchronousTestCase):
+    """Replicas that had failures fired are not held to agreement (SPEC §12.2)."""
+
+    def test_faulty_replica_left_out(self) -> None:
+        """A replica with a fired fault may differ; the others must agree."""
+        summary = build_summary(
+            CASE, "simulation", good_outcomes(),
+            report(FINAL, {**FINAL, "a": "a"}, FINAL), 2.0, [],
+            faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
+                           "failure": "extra_op()"}],
+        )
+        self.assertEqual(summary["errors"], [])
+        self.assertTrue(summary["replicas_agree"])
+        self.assertEqual(summary["final_state"], FINAL)
+
+    def test_correct_replica_still_judged(self) -> None:
+        """A replica without fired faults that differs still fails the run."""
+        summary = build_summary(
+            CASE, "simulation", good_outcomes(),
+            report(FINAL, FINAL, {**FINAL, "a": "a"}), 2.0, [],
+            faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
+                           "failure": "extra_op()"}],
+        )
+        self.assertFalse(summary["ok"])
+        self.assertIn("replicas [2] of configuration 0 disagree with replica 0", summary["errors"])

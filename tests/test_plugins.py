@@ -265,3 +265,29 @@ class RealProcessTests(PluginTestCase):
         self.assertEqual(summary["faults_fired"], SWAP_FIRED)
         self.assertEqual(summary["configurations"], 2)
         self.assertEqual(summary["clients"][0]["results"], ["OK", "OK", "bc"])
+
+
+class HiddenModuleTests(SynchronousTestCase):
+    """A user plugin module named like another one is refused, not silently hidden."""
+
+    def test_same_basename_as_builtin(self) -> None:
+        """A module called bcr_failures.py in a user directory is refused with one line naming it."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "bcr_failures.py"), "w") as f:
+            f.write('"""Would hide the built-ins."""\n')
+        self.addCleanup(load_registry)
+        error = self.assertRaises(PluginError, load_registry, [directory])
+        self.assertIn("bcr_failures.py: a fault plugin module named 'bcr_failures'", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_same_basename_in_two_user_directories(self) -> None:
+        """Two user directories with the same module name are refused."""
+        first, second = self.mktemp(), self.mktemp()
+        for directory in (first, second):
+            os.makedirs(directory)
+            with open(os.path.join(directory, "bcr_twin_plugin.py"), "w") as f:
+                f.write('"""A twin."""\n')
+        self.addCleanup(load_registry)
+        error = self.assertRaises(PluginError, load_registry, [first, second])
+        self.assertIn(os.path.join(second, "bcr_twin_plugin.py"), str(error))

@@ -159,19 +159,24 @@ def build_summary(
         errors.extend(f"olympus: {e}" for e in report.errors)
         reconfigurations = json.loads(report.reconfigurations_json)
         configurations = report.configuration + 1
-        states = [dict(f.state) for f in report.final_states]
-        if not states:
+        # Replicas given failures are the faulty ones (SPEC §12.2 asks the
+        # live, non-faulty replicas to agree): extra_op() makes one differ.
+        faulty = {
+            f["replica"] for f in faults_fired if f.get("configuration") == report.configuration
+        }
+        judged = [f for f in report.final_states if f.index not in faulty] or list(
+            report.final_states
+        )
+        if not judged:
             errors.append("no replica reported a final dictionary")
         else:
-            final_state = states[0]
-            replicas_agree = all(s == final_state for s in states[1:])
+            final_state = dict(judged[0].state)
+            replicas_agree = all(dict(f.state) == final_state for f in judged[1:])
             if not replicas_agree:
-                differing = [
-                    f.index for f in report.final_states if dict(f.state) != final_state
-                ]
+                differing = [f.index for f in judged if dict(f.state) != final_state]
                 errors.append(
                     f"replicas {differing} of configuration {report.configuration} "
-                    f"disagree with replica {report.final_states[0].index}"
+                    f"disagree with replica {judged[0].index}"
                 )
             if replayed is not None and final_state != replayed:
                 errors.append(

@@ -116,6 +116,7 @@ def load_registry(directories: Sequence[str] = ()) -> Registry:
         if not os.path.isdir(directory):
             raise PluginError(f"fault plugin directory {directory!r} does not exist")
         extra.append(os.path.abspath(directory))
+    _refuse_hidden_modules(_BASE_PATH, extra)
     # A fresh search path each time: an experiment sees only its own directories.
     faultplugins.__path__[:] = _BASE_PATH + extra
     _import_every_module(faultplugins.__name__, faultplugins.__path__)
@@ -128,6 +129,32 @@ def load_registry(directories: Sequence[str] = ()) -> Registry:
                 raise PluginError(f"two fault plugins are called {name!r}")
             found[name] = plugin  # type: ignore[assignment]
     return Registry(triggers, failures)
+
+
+def _module_names(directory: str) -> set[str]:
+    if not os.path.isdir(directory):
+        return set()
+    return {
+        name[:-3] for name in os.listdir(directory)
+        if name.endswith(".py") and name != "__init__.py"
+    }
+
+
+def _refuse_hidden_modules(base: Sequence[str], extra: Sequence[str]) -> None:
+    """
+    A plugin module is found by its basename, first match on the search path
+    wins: one in a user directory named like another would silently never
+    load.
+    """
+    seen = {name: "the built-in plugins" for d in base for name in _module_names(d)}
+    for directory in extra:
+        for name in sorted(_module_names(directory)):
+            if name in seen:
+                raise PluginError(
+                    f"{os.path.join(directory, name + '.py')}: a fault plugin module "
+                    f"named {name!r} is already in {seen[name]}; rename it"
+                )
+            seen[name] = directory
 
 
 def _import_every_module(package: str, path: Sequence[str]) -> None:
