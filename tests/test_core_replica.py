@@ -857,6 +857,10 @@ class SpareTests(ReplicaTestCase):
         self.assertIs(spare.mode, Mode.ACTIVE)
         spare.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual(made, ["client_request(0,0), drop()", ("client_request", 0)])
+        # A badly signed request counts too (SPEC §11.1), and is then dropped.
+        spare.receive(client_address(0), ClientRequest(crypto.corrupt(PUT)))
+        self.assertEqual(made[-1], ("client_request", 0))
+        self.assertEqual(len(made), 3)
 
     def test_dropped_by_fault_hooks(self) -> None:
         """A message the fault hooks drop is not processed."""

@@ -34,6 +34,7 @@ from twisted_bcr.core.common import (
     is_checkpoint_slot,
     replica_keys,
     replica_name,
+    requesting_client,
 )
 from twisted_bcr.dictionary import apply_operation
 from twisted_bcr.faults import NO_FAULTS, FaultHooks, FaultPlan, Registry
@@ -593,18 +594,19 @@ class Replica:
             return None
 
     def _on_client_request(self, sender: str, message: ClientRequest) -> None:
+        # Counted before it is checked: invalid messages count too (SPEC §11.1).
+        if not self.faults.received("client_request", requesting_client(message.request)):
+            return
         request = self._check_client_request(sender, message.request)
         if request is None:
-            return
-        if not self.faults.received("client_request", request.client):
             return
         self._handle_request(sender, message.request, request, forwarded=False)
 
     def _on_forwarded_request(self, sender: str, message: ForwardedRequest) -> None:
+        if not self.faults.received("forwarded_request", requesting_client(message.request)):
+            return
         request = self._check_client_request(sender, message.request)
         if request is None:
-            return
-        if not self.faults.received("forwarded_request", request.client):
             return
         self._log.info(
             "{name} received forwarded_request {request_id} from {peer}",
@@ -714,6 +716,8 @@ class Replica:
     # Forward shuttles (§5 steps 3 and 4)
 
     def _on_shuttle(self, sender: str, shuttle: Shuttle) -> None:
+        if not self.faults.received("shuttle", requesting_client(shuttle.request)):
+            return
         try:
             request = check_request(self._verifier, shuttle.request, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
@@ -721,8 +725,6 @@ class Replica:
             self._request_reconfiguration(
                 f"shuttle for slot {shuttle.slot} carries a badly signed request"
             )
-            return
-        if not self.faults.received("shuttle", request.client):
             return
         if self.mode is Mode.IMMUTABLE:
             self._log.info(
@@ -922,12 +924,12 @@ class Replica:
     # Result shuttles (§5 step 5)
 
     def _on_result_shuttle(self, sender: str, shuttle: ResultShuttle) -> None:
+        if not self.faults.received("result_shuttle", requesting_client(shuttle.request)):
+            return
         try:
             request = check_request(self._verifier, shuttle.request, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
             self._reject(sender, f"result shuttle for slot {shuttle.slot}: {e}")
-            return
-        if not self.faults.received("result_shuttle", request.client):
             return
         if self.mode is Mode.IMMUTABLE:
             self._log.info(
