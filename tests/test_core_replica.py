@@ -831,7 +831,7 @@ class SpareTests(ReplicaTestCase):
         spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
         self.assertIs(spare.mode, Mode.PENDING)
         [refused] = env.events_named("bcr.assignment_refused")
-        self.assertIn("cannot carry failures out", refused["why"])
+        self.assertIn("no way to build fault plans", refused["why"])
 
     def test_assignment_with_failures_accepted_with_fault_injection(self) -> None:
         """With fault injection on, the failures text goes to the fault plan factory."""

@@ -339,7 +339,7 @@ class Replica:
             why = (
                 "this daemon was not started with fault injection enabled"
                 if not self._fault_injection
-                else "this build cannot carry failures out yet"
+                else "it was given no way to build fault plans"
             )
             self._log.error(
                 "{name} refuses an assignment carrying failures {failures!r}: {why}",
