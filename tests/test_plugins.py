@@ -8,9 +8,7 @@ with one line.
 
 from __future__ import annotations
 
-import io
 import os
-from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
 from twisted.plugin import IPlugin
@@ -18,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import twisted_bcr.faultplugins as faultplugins
-from twisted_bcr.cli import main
+from tests.test_cli import run_cli
 from twisted_bcr.config import CaseError, parse_case, parse_case_text
 from twisted_bcr.faults import PluginError, Registry, load_registry
 from twisted_bcr.interfaces import IFailure, ITrigger
@@ -73,14 +71,6 @@ test_unrelated_noop = Unrelated()
 
 #: A plugin module whose failure takes the name of a built-in.
 DUPLICATE_PLUGIN = UNRELATED_PLUGIN.replace('"test_unrelated_noop"', '"crash"')
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run C{bcr argv...}; return its status, standard output and standard error."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
 
 
 class PluginTestCase(SynchronousTestCase):
