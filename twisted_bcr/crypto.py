@@ -23,6 +23,7 @@ import nacl.exceptions
 import nacl.signing
 
 from twisted_bcr import codec, messages
+from twisted_bcr.files import write_atomically
 
 __all__ = [
     "BadSignature",
@@ -90,8 +91,8 @@ class KeyPair:
         never leaves a half-written key behind.
         """
         path = os.fspath(path)
-        _write_atomically(path, self.to_seed().hex() + "\n", 0o600)
-        _write_atomically(path + ".pub", self.verify_key_bytes.hex() + "\n", 0o644)
+        write_atomically(path, self.to_seed().hex() + "\n", 0o600)
+        write_atomically(path + ".pub", self.verify_key_bytes.hex() + "\n", 0o644)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyPair:
@@ -120,26 +121,6 @@ def read_verify_key(path: str | os.PathLike[str]) -> bytes:
     if len(key) != VERIFY_KEY_BYTES:
         raise ValueError(f"{os.fspath(path)}: a public key is {VERIFY_KEY_BYTES} bytes")
     return key
-
-
-def _write_atomically(path: str, text: str, mode: int) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        # The umask or an older file could have left other permissions.
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "w", encoding="ascii") as output:
-            descriptor = -1
-            output.write(text)
-            output.flush()
-            os.fsync(output.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if descriptor != -1:
-            os.close(descriptor)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 # ---------------------------------------------------------------------------

@@ -70,9 +70,10 @@ from twisted_bcr.checking import build_summary
 from twisted_bcr.config import Case, CaseError, parse_case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
+from twisted_bcr.files import write_atomically
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
-from twisted_bcr.net.node import TcpNode, parse_address, write_atomically
+from twisted_bcr.net.node import TcpNode, parse_address
 
 __all__ = [
     "ReadyInfo",

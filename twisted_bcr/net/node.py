@@ -55,6 +55,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_bcr.files import write_atomically
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import message_name
@@ -66,7 +67,6 @@ __all__ = [
     "TcpNode",
     "advertised_host",
     "parse_address",
-    "write_atomically",
 ]
 
 #: Where a node listens unless told otherwise: any free port on loopback.
@@ -134,16 +134,6 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Replace C{path} by a file holding C{text}, never half-written."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as output:
-        output.write(text)
-        output.flush()
-        os.fsync(output.fileno())
-    os.replace(temporary, path)
 
 
 class _NodeProtocol(FrameProtocol):
