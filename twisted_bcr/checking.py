@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from attrs import define, field
+
 from twisted_bcr.config import Case
 from twisted_bcr.core.client import ClientOutcome
 from twisted_bcr.dictionary import apply_operation
@@ -44,15 +46,25 @@ def replay_alone(operations: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]
     return [apply_operation(state, name, args) for name, args in operations]
 
 
-def replay_in_slot_order(
-    outcomes: Sequence[ClientOutcome], errors: list[str]
-) -> dict[str, str] | None:
+@define
+class SlotReplay:
+    """What replaying every accepted result in slot order showed."""
+
+    #: The replay's final dictionary, or None when the slots cannot be
+    #: replayed (duplicates or holes, which only a reconfiguration may explain).
+    state: dict[str, str] | None = None
+    errors: list[str] = field(factory=list)
+    #: Clients with a result the replay contradicts, or slots out of order.
+    bad_clients: set[int] = field(factory=set)
+
+
+def replay_in_slot_order(outcomes: Sequence[ClientOutcome]) -> SlotReplay:
     """
-    Merge every accepted result in slot order, replay, and record in
-    C{errors} each result the replay contradicts.  Returns the replay's final
-    dictionary, or C{None} when the slots cannot be replayed (duplicates or
-    holes, which only a reconfiguration may explain).
+    Merge every accepted result in slot order, replay, and note each result
+    the replay contradicts.
     """
+    replay = SlotReplay()
+    errors = replay.errors
     by_slot: dict[int, tuple[int, int]] = {}
     for outcome in outcomes:
         previous = -1
@@ -63,8 +75,9 @@ def replay_in_slot_order(
                     f"slot {slot} accepted by both {other[0]}:{other[1]} and "
                     f"{outcome.index}:{seq}"
                 )
-                return None
+                return replay
             if slot <= previous:
+                replay.bad_clients.add(outcome.index)
                 errors.append(
                     f"client {outcome.index}: request {seq} got slot {slot}, "
                     f"not after its previous request's slot {previous}"
@@ -75,7 +88,7 @@ def replay_in_slot_order(
     if slots and slots != list(range(slots[0], slots[0] + len(slots))):
         missing = sorted(set(range(slots[0], slots[-1] + 1)) - set(slots))
         errors.append(f"accepted results leave slots {missing[:10]} unaccounted for")
-        return None
+        return replay
     outcome_by_index = {o.index: o for o in outcomes}
     state: dict[str, str] = {}
     for slot in slots:
@@ -84,11 +97,13 @@ def replay_in_slot_order(
         name, args = outcome.operations[seq]
         expected = apply_operation(state, name, args)
         if outcome.results[seq] != expected:
+            replay.bad_clients.add(client)
             errors.append(
                 f"client {client} request {seq} at slot {slot}: accepted "
                 f"{outcome.results[seq]!r}, slot-order replay gives {expected!r}"
             )
-    return state
+    replay.state = state
+    return replay
 
 
 def _workload_time(outcomes: Sequence[ClientOutcome]) -> float:
@@ -135,18 +150,14 @@ def build_summary(
     if len(outcomes) != case.num_client:
         errors.append(f"{len(outcomes)} of {case.num_client} clients reported")
 
-    replay_errors: list[str] = []
-    replayed = replay_in_slot_order(outcomes, replay_errors)
-    errors.extend(replay_errors)
-    bad_clients = {
-        # "client 3 request ..." and "client 3: request ...".
-        int(e.split()[1].rstrip(":")) for e in replay_errors if e.startswith("client ")
-    }
+    replay = replay_in_slot_order(outcomes)
+    replayed = replay.state
+    errors.extend(replay.errors)
     for entry in clients:
         entry["valid"] = (
             entry["accepted"] == entry["requests"]
             and replayed is not None
-            and entry["index"] not in bad_clients
+            and entry["index"] not in replay.bad_clients
         )
 
     final_state: dict[str, str] | None = None
@@ -207,6 +218,6 @@ def build_summary(
         "clients": clients,
         "final_state": final_state,
         "replicas_agree": replicas_agree,
-        "linearizable": replayed is not None and not replay_errors,
+        "linearizable": replayed is not None and not replay.errors,
         "errors": errors,
     }
