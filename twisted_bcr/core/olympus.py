@@ -390,10 +390,6 @@ class Olympus:
     # ------------------------------------------------------------------
     # Reconfiguration (SPEC §7, §9)
 
-    def _step_s(self) -> float:
-        """How long one reconfiguration step waits for replies (SPEC §9.4)."""
-        return self._case.step_timeout_s
-
     def _on_reconfiguration_request(
         self, sender: str, signer: str, message: ReconfigurationRequest
     ) -> None:
@@ -436,7 +432,7 @@ class Olympus:
         wedge = self._seal(WedgeRequest(current.number))
         for replica in current.replicas:
             self._env.send(replica.address, wedge)
-        self._env.start_timer(_WEDGE_TIMER, self._step_s())
+        self._env.start_timer(_WEDGE_TIMER, self._case.step_timeout_s)
 
     def _ignore_request(self, signer: str, why: str) -> None:
         self._log.info(
@@ -576,7 +572,7 @@ class Olympus:
                 state.wedged[index] = evolve(
                     member, history=member.history + catch_up.entries
                 )
-        self._env.start_timer(_STEP_TIMER, self._step_s())
+        self._env.start_timer(_STEP_TIMER, self._case.step_timeout_s)
 
     def _fail_attempt(self, reason: str) -> None:
         state = self.reconfiguring
@@ -640,7 +636,7 @@ class Olympus:
         )
         address = self.configurations[state.number].replicas[index].address
         self._env.send(address, self._seal(GetRunningState(state.number)))
-        self._env.start_timer(_STEP_TIMER, self._step_s())
+        self._env.start_timer(_STEP_TIMER, self._case.step_timeout_s)
 
     def _attempt_step_expired(self) -> None:
         state = self.reconfiguring
@@ -783,7 +779,7 @@ class Olympus:
             self._report()
             return
         # Replicas may take one step timeout to drain before reporting.
-        self._env.start_timer(_FINISH_TIMER, 2 * self._step_s())
+        self._env.start_timer(_FINISH_TIMER, 2 * self._case.step_timeout_s)
 
     def _on_final_state(self, sender: str, signer: str, message: FinalState) -> None:
         finishing = self._finishing
