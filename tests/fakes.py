@@ -51,18 +51,7 @@ from twisted_bcr.messages import (
     Shuttle,
     Signed,
 )
-
-OLYMPUS_ADDRESS = "olympus"
-
-
-def replica_address(index: int, number: int = 0) -> str:
-    """The address of the replica at C{index} of configuration C{number}."""
-    return f"replica-{number}.{index}"
-
-
-def client_address(index: int) -> str:
-    """The address of client C{index}."""
-    return f"client-{index}"
+from twisted_bcr.peers import Peer
 
 
 @cache
@@ -74,6 +63,23 @@ def key_for(name: str) -> crypto.KeyPair:
 OLYMPUS_KEY = key_for("olympus")
 #: A key nobody in any configuration uses.
 STRANGER_KEY = key_for("stranger")
+#: Olympus's boot epoch in these tests.
+EPOCH = b"e" * 16
+
+#: Olympus as its peers know it: where it is and the key it authenticates with.
+OLYMPUS_ADDRESS = Peer("olympus", OLYMPUS_KEY.verify_key_bytes)
+#: An outsider with a valid key pair of its own, admitted nowhere.
+STRANGER = Peer("stranger", STRANGER_KEY.verify_key_bytes)
+
+
+def replica_address(index: int, number: int = 0) -> Peer:
+    """The replica at C{index} of configuration C{number}: its address and key."""
+    return Peer(f"replica-{number}.{index}", replica_key(index, number).verify_key_bytes)
+
+
+def client_address(index: int) -> Peer:
+    """Client C{index}: its address and key."""
+    return Peer(f"client-{index}", client_key(index).verify_key_bytes)
 
 
 def replica_key(index: int, number: int = 0) -> crypto.KeyPair:
@@ -94,7 +100,7 @@ def client_key(index: int) -> crypto.KeyPair:
 class Sent:
     """One message a machine sent: where, what, and for sealed ones the body."""
 
-    to: str
+    to: Peer
     message: object
     #: The decoded body of a L{Sealed} message (signature not checked), else None.
     inner: object | None
@@ -104,8 +110,11 @@ class Sent:
 class FakeEnvironment:
     """An L{IEnvironment} that records instead of acting."""
 
-    def __init__(self, address: str, clock: Clock | None = None) -> None:
-        self.address = address
+    def __init__(self, address: str | Peer, clock: Clock | None = None) -> None:
+        #: The machine's own peer (key included) when it was built from one.
+        self.peer = address if isinstance(address, Peer) else Peer(address, b"")
+        self.address = self.peer.address
+        self._random_count = 0
         self.clock = clock if clock is not None else Clock()
         #: Every log event, in order.
         self.events: list[dict[str, Any]] = []
@@ -134,7 +143,12 @@ class FakeEnvironment:
 
     # IEnvironment ----------------------------------------------------------
 
-    def send(self, to: str, message: object) -> None:
+    def random_bytes(self, count: int) -> bytes:
+        """Deterministic stand-ins: every call gives new bytes."""
+        self._random_count += 1
+        return hashlib.shake_256(f"{self.address}/{self._random_count}".encode()).digest(count)
+
+    def send(self, to: Peer, message: object) -> None:
         frame = codec.encode(message)
         decoded = codec.decode_wire(frame)
         if decoded != message:
@@ -178,7 +192,7 @@ class FakeEnvironment:
         sent, self.sent = self.sent, []
         return sent
 
-    def sent_to(self, address: str) -> list[Sent]:
+    def sent_to(self, address: Peer) -> list[Sent]:
         """The messages sent to C{address} (not forgotten)."""
         return [s for s in self.sent if s.to == address]
 
@@ -224,11 +238,11 @@ def make_configuration(
         number=number,
         t=t,
         replicas=tuple(
-            ReplicaInfo(replica_address(i, number), replica_key(i, number).verify_key_bytes)
+            ReplicaInfo(replica_address(i, number).address, replica_key(i, number).verify_key_bytes)
             for i in range(2 * t + 1)
         ),
         clients=tuple(
-            ClientInfo(i, client_address(i), client_key(i).verify_key_bytes)
+            ClientInfo(i, client_address(i).address, client_key(i).verify_key_bytes)
             for i in range(clients)
         ),
         checkpt_interval=checkpt_interval,
@@ -382,9 +396,19 @@ def checkpoint_proof(
     )
 
 
-def seal_from_olympus(message: object, key: crypto.KeyPair = OLYMPUS_KEY) -> Sealed:
-    """A control message sealed as Olympus seals it."""
-    return crypto.seal(key, OLYMPUS_ADDRESS, OLYMPUS, message)
+def seal_from_olympus(
+    message: object,
+    key: crypto.KeyPair = OLYMPUS_KEY,
+    *,
+    to: Peer,
+    epoch: bytes = EPOCH,
+    configuration: int = -1,
+) -> Sealed:
+    """A control message for C{to} sealed as Olympus seals it."""
+    return crypto.seal(
+        key, OLYMPUS_ADDRESS.address, OLYMPUS, message,
+        recipient=to.key, epoch=epoch, configuration=configuration,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -425,7 +449,7 @@ def make_spare(
         env,
         replica_key(index, configuration.number),
         OLYMPUS_ADDRESS,
-        OLYMPUS_KEY.verify_key_bytes,
+        identity=identity_key(index, configuration.number),
         fault_injection=fault_injection,
         faults_factory=faults_factory,
     )
@@ -455,7 +479,10 @@ def make_replica(
     assignment = make_assignment(
         configuration, index, state=state, first_slot=first_slot, failures=failures
     )
-    replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+    replica.receive(
+        OLYMPUS_ADDRESS,
+        seal_from_olympus(assignment, to=replica_address(index, configuration.number)),
+    )
     if replica.name != replica_name(configuration.number, index):
         raise AssertionError(f"assignment refused: {env.events}")
     env.take()
@@ -480,7 +507,7 @@ class Chain:
             )
             self.replicas.append(replica)
             self.envs.append(env)
-        self._by_address = {env.address: (r, env) for r, env in zip(self.replicas, self.envs, strict=True)}
+        self._by_address = {env.peer: (r, env) for r, env in zip(self.replicas, self.envs, strict=True)}
         #: (sender address, Sent) for everything addressed outside the chain.
         self.outside: list[tuple[str, Sent]] = []
         #: (sender address, Sent) for everything delivered inside the chain.
@@ -500,7 +527,7 @@ class Chain:
                     self.outside.append((env.address, sent))
                 else:
                     self.delivered.append((env.address, sent))
-                    target[0].receive(env.address, sent.message)
+                    target[0].receive(env.peer, sent.message)
                 return env.address, sent
         return None
 
@@ -552,22 +579,63 @@ def history_entry(
     return HistoryEntry(slot, signed_request, order_proof(configuration, slot, signed_request, length))
 
 
-def seal_from_replica(configuration: Configuration, index: int, message: object) -> Sealed:
+def seal_from_replica(
+    configuration: Configuration, index: int, message: object, epoch: bytes = EPOCH
+) -> Sealed:
     """A control message sealed by replica C{index} of C{configuration}, as it seals it."""
     return crypto.seal(
         replica_key(index, configuration.number),
-        replica_address(index, configuration.number),
+        replica_address(index, configuration.number).address,
         replica_name(configuration.number, index),
         message,
+        recipient=OLYMPUS_KEY.verify_key_bytes, epoch=epoch,
+        configuration=configuration.number,
     )
 
 
-def register_replica_message(address: str, key: crypto.KeyPair) -> Sealed:
-    """The sealed registration of a spare at C{address} holding C{key}."""
-    return crypto.seal(key, address, "spare", RegisterReplica(address, key.verify_key_bytes))
+def identity_key(index: int, number: int = 0) -> crypto.KeyPair:
+    """The admitted identity of the daemon that serves as replica C{number}.C{index}."""
+    return key_for(f"identity {number}.{index}")
+
+
+def register_replica_message(
+    address: str, key: crypto.KeyPair, identity: crypto.KeyPair | None = None
+) -> Sealed:
+    """The sealed first registration of a spare at C{address} holding C{key}."""
+    identity = identity if identity is not None else key_for(f"identity of {address}")
+    message = RegisterReplica(address, key.verify_key_bytes, identity.verify_key_bytes)
+    return crypto.seal(
+        key, address, "spare", message, recipient=OLYMPUS_KEY.verify_key_bytes, epoch=b""
+    )
 
 
 def register_client_message(index: int) -> Sealed:
     """The sealed registration of client C{index}."""
-    message = RegisterClient(index, client_address(index), client_key(index).verify_key_bytes)
-    return crypto.seal(client_key(index), client_address(index), f"client {index}", message)
+    peer = client_address(index)
+    message = RegisterClient(index, peer.address, client_key(index).verify_key_bytes)
+    return crypto.seal(
+        client_key(index), peer.address, f"client {index}", message,
+        recipient=OLYMPUS_KEY.verify_key_bytes, epoch=b"",
+    )
+
+
+def wire_configuration(**options: Any) -> Configuration:
+    """
+    L{make_configuration}C{(**options)} with plain address strings in its
+    replica and client entries, as L{ReplicaInfo} and L{ClientInfo} require
+    (whether or not make_configuration puts whole L{Peer}s there).
+    """
+    configuration = make_configuration(**options)
+
+    def plain(address: object) -> str:
+        return address.address if isinstance(address, Peer) else str(address)
+
+    return attrs.evolve(
+        configuration,
+        replicas=tuple(
+            ReplicaInfo(plain(r.address), r.verify_key) for r in configuration.replicas
+        ),
+        clients=tuple(
+            ClientInfo(c.index, plain(c.address), c.verify_key) for c in configuration.clients
+        ),
+    )

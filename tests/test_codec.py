@@ -70,7 +70,17 @@ def sample_assignment() -> messages.Assignment:
         state={"movie": "star", "ä": "", "": "empty key"},
         first_slot=7,
         failures="crash() ✨",
-        recovered=(messages.Sealed("olympus:1", "olympus", b"voucher", b"\x02" * 64),),
+        recovered=(
+            messages.Sealed(
+                sender="olympus:1",
+                signer="olympus",
+                recipient=b"c" * 32,
+                epoch=b"e" * 16,
+                configuration=2,
+                body=b"voucher",
+                signature=b"\x02" * 64,
+            ),
+        ),
     )
 
 
@@ -152,6 +162,41 @@ class RoundTripTests(SynchronousTestCase):
         self.assertRaises(BadMessage, codec.decode_sealed_body, codec.encode(wire))
         statement = messages.CheckpointStatement(0, 5, b"h" * 32)
         self.assertRaises(BadMessage, codec.decode_wire, codec.encode(statement))
+
+    def test_handshake_frames(self) -> None:
+        """decode_handshake accepts only the handshake's frames, which no other decoder takes."""
+        hello = messages.Hello(1, b"k" * 32, b"n" * 32)
+        proof = messages.HandshakeProof(b"\x02" * 64)
+        for frame in (hello, proof):
+            data = codec.encode(frame)
+            self.assertEqual(codec.decode_handshake(data), frame)
+            self.assertRaises(BadMessage, codec.decode_wire, data)
+            self.assertRaises(BadMessage, codec.decode_sealed_body, data)
+        for other in (messages.WedgeRequest(3), messages.ErrorMessage(0, 1, 2, "immutable")):
+            self.assertRaises(BadMessage, codec.decode_handshake, codec.encode(other))
+
+    def test_sealed_envelope_layout(self) -> None:
+        """
+        A Sealed envelope carries, in this order, everything its signature
+        covers: sender, signer, recipient, epoch, configuration, body; then
+        the signature.
+        """
+        self.assertEqual(
+            [f.name for f in attrs.fields(messages.Sealed)],
+            ["sender", "signer", "recipient", "epoch", "configuration", "body", "signature"],
+        )
+        sealed = messages.Sealed("s", "olympus", b"r", b"e", -1, b"b", b"g")
+        self.assertEqual(
+            codec.encode(sealed).hex(),
+            "28"
+            + "00000001" + b"s".hex()
+            + "00000007" + b"olympus".hex()
+            + "00000001" + b"r".hex()
+            + "00000001" + b"e".hex()
+            + "ff" * 8
+            + "00000001" + b"b".hex()
+            + "00000001" + b"g".hex(),
+        )
 
     def test_expected_tuple(self) -> None:
         """decode accepts a tuple of expected classes and refuses other classes."""

@@ -10,32 +10,39 @@ from attrs import evolve
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import (
+    EPOCH,
     OLYMPUS_ADDRESS,
     OLYMPUS_KEY,
+    STRANGER,
     STRANGER_KEY,
     FakeEnvironment,
     client_address,
     client_key,
-    make_configuration,
     open_sealed,
     replica_address,
     request_of,
     result_statement,
     seal_from_olympus,
     sign_request,
+    wire_configuration,
 )
 from twisted_bcr import crypto
 from twisted_bcr.core.client import MINIMUM_TIMEOUT_S, Client, ClientOutcome
+from twisted_bcr.core.common import MAX_CLIENT_MESSAGE
 from twisted_bcr.messages import (
     ClientRequest,
     Configuration,
     ConfigurationReply,
     ErrorMessage,
     GetConfiguration,
+    ReconfigurationRequest,
     RegisterClient,
+    ResultFromOlympus,
     ResultMessage,
+    Sealed,
     Signed,
 )
+from twisted_bcr.peers import Peer
 
 OPERATIONS = [("put", ("movie", "star")), ("append", ("movie", " wars")), ("get", ("movie",))]
 
@@ -47,20 +54,44 @@ class ClientTestCase(SynchronousTestCase):
     timeout_ms = 2000
 
     def setUp(self) -> None:
-        self.config = make_configuration(t=self.t, clients=1)
+        self.config = wire_configuration(t=self.t, clients=1)
         self.env = FakeEnvironment(client_address(0))
         self.finished: list[ClientOutcome] = []
         self.client = Client(
             self.env, 0, list(OPERATIONS), client_key(0), OLYMPUS_ADDRESS,
-            OLYMPUS_KEY.verify_key_bytes, self.timeout_ms, self.finished.append,
+            self.timeout_ms, self.finished.append,
         )
         self.env.machine = self.client
         self.addCleanup(lambda: self.assertEqual(self.env.format_errors, []))
 
     def configure(self, configuration: Configuration | None = None) -> None:
         """Olympus answers with C{configuration} (default: configuration 0)."""
-        reply = ConfigurationReply(configuration or self.config)
-        self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(reply))
+        self.client.receive(OLYMPUS_ADDRESS, self.sealed_configuration(configuration))
+
+    def sealed_configuration(
+        self,
+        configuration: Configuration | None = None,
+        *,
+        key: crypto.KeyPair = OLYMPUS_KEY,
+        to: Peer | None = None,
+        epoch: bytes = EPOCH,
+    ) -> Sealed:
+        """A configuration reply as Olympus seals it for this client (or C{to})."""
+        configuration = configuration or self.config
+        return seal_from_olympus(
+            ConfigurationReply(configuration), key, to=to or client_address(0),
+            epoch=epoch, configuration=configuration.number,
+        )
+
+    def rejections(self) -> list[str]:
+        """Reasons of every rejection the client logged."""
+        return [e["reason"] for e in self.env.events_named("bcr.rejected")]
+
+    def assertNothingHappened(self) -> None:
+        """Nothing was sent, accepted or requested, and no new timer runs."""
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(self.client.outcome.results, [])
+        self.assertEqual(self.env.of_type(ReconfigurationRequest), [])
 
     def started(self) -> Signed:
         """Start, receive configuration 0; return the signed first request sent to the head."""
@@ -111,7 +142,13 @@ class StartTests(ClientTestCase):
         self.assertEqual(sent.to, OLYMPUS_ADDRESS)
         self.assertEqual(
             open_sealed(sent, client_key(0)),
-            RegisterClient(0, client_address(0), client_key(0).verify_key_bytes),
+            RegisterClient(0, client_address(0).address, client_key(0).verify_key_bytes),
+        )
+        # For Olympus only; before the client has heard from Olympus it
+        # knows no epoch, and registering is what may carry none.
+        self.assertEqual(
+            (sent.message.recipient, sent.message.epoch, sent.message.configuration),
+            (OLYMPUS_KEY.verify_key_bytes, b"", -1),
         )
         self.assertIn("registration", self.env.active_timers())
 
@@ -135,10 +172,75 @@ class StartTests(ClientTestCase):
         """A configuration sealed with another key is rejected and nothing is sent."""
         self.client.start()
         self.env.take()
-        reply = seal_from_olympus(ConfigurationReply(self.config), key=STRANGER_KEY)
+        reply = self.sealed_configuration(key=STRANGER_KEY)
         self.client.receive(OLYMPUS_ADDRESS, reply)
         self.assertEqual(self.env.take(), [])
         self.assertIsNone(self.client.configuration)
+        self.assertEqual(len(self.rejections()), 1)
+
+    def test_configuration_from_a_stranger(self) -> None:
+        """
+        A configuration a stranger sends is dropped, even a genuine one
+        Olympus sealed for this client: only Olympus's own connection
+        carries configurations.
+        """
+        self.client.start()
+        self.env.take()
+        for reply in (self.sealed_configuration(key=STRANGER_KEY), self.sealed_configuration()):
+            self.client.receive(STRANGER, reply)
+        self.assertEqual(self.env.take(), [])
+        self.assertIsNone(self.client.configuration)
+        self.assertEqual(len(self.rejections()), 2)
+        self.assertTrue(all(r.startswith("dropped ") for r in self.rejections()))
+
+    def test_configuration_for_another_client(self) -> None:
+        """A configuration Olympus sealed for another client is not this client's."""
+        self.client.start()
+        self.env.take()
+        self.client.receive(OLYMPUS_ADDRESS, self.sealed_configuration(to=client_address(1)))
+        self.assertEqual(self.env.take(), [])
+        self.assertIsNone(self.client.configuration)
+        [reason] = self.rejections()
+        self.assertIn("another recipient", reason)
+
+    def test_configuration_from_another_epoch(self) -> None:
+        """
+        Once the client has heard from one boot of Olympus, a configuration
+        sealed in another (a replay from an earlier run) is dropped.
+        """
+        self.started()
+        newer = wire_configuration(t=self.t, clients=1, number=1)
+        self.client.receive(
+            OLYMPUS_ADDRESS, self.sealed_configuration(newer, epoch=b"o" * 16)
+        )
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(self.client.configuration, self.config)
+        [reason] = self.rejections()
+        self.assertIn("epoch", reason)
+
+    def test_seals_with_the_epoch_it_learnt(self) -> None:
+        """After Olympus's first message the client's sealed messages carry its epoch."""
+        self.started()
+        self.env.clock.advance(self.timeout_ms / 1000)
+        [ask] = self.env.take()
+        self.assertEqual(
+            (ask.message.recipient, ask.message.epoch, ask.message.configuration),
+            (OLYMPUS_KEY.verify_key_bytes, EPOCH, 0),
+        )
+
+    def test_configuration_relayed_by_a_replica(self) -> None:
+        """A replica may relay recovered results, never a configuration."""
+        self.started()
+        newer = wire_configuration(t=self.t, clients=1, number=1)
+        self.client.receive(replica_address(1), self.sealed_configuration(newer))
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(self.client.configuration, self.config)
+        self.assertEqual(len(self.rejections()), 1)
+
+    def test_message_bound(self) -> None:
+        """Whoever sends, a client takes messages of at most MAX_CLIENT_MESSAGE bytes."""
+        for key in (OLYMPUS_KEY.verify_key_bytes, replica_address(0).key, STRANGER_KEY.verify_key_bytes):
+            self.assertEqual(self.client.max_message_from(key), MAX_CLIENT_MESSAGE)
 
 
 class AcceptanceTests(ClientTestCase):
@@ -273,7 +375,7 @@ class TimeoutTests(ClientTestCase):
     def test_changed_configuration_resends_to_new_head(self) -> None:
         """If the configuration changed the same request goes to the new head only."""
         signed = self.timed_out()
-        new = make_configuration(t=self.t, clients=1, number=1)
+        new = wire_configuration(t=self.t, clients=1, number=1)
         self.configure(new)
         [sent] = self.env.take()
         self.assertEqual((sent.to, sent.message), (replica_address(0, 1), ClientRequest(signed)))
@@ -283,7 +385,7 @@ class TimeoutTests(ClientTestCase):
     def test_result_from_old_configuration(self) -> None:
         """After moving to a new configuration, a result proved by the old one is still accepted."""
         signed = self.timed_out()
-        self.configure(make_configuration(t=self.t, clients=1, number=1))
+        self.configure(wire_configuration(t=self.t, clients=1, number=1))
         self.env.take()
         self.client.receive(replica_address(2), self.result(signed, "OK", valid=2))
         self.assertEqual(self.client.outcome.results, ["OK"])
@@ -347,3 +449,151 @@ class ZeroTimeoutTests(ClientTestCase):
         self.env.take()
         self.client.receive(replica_address(1), self.result(signed, "OK", valid=2))
         self.assertEqual(self.client.outcome.results, ["OK"])
+
+
+class SenderTests(ClientTestCase):
+    """
+    What a client takes from whom: results and errors only from a replica
+    of the configuration they name, configurations only from Olympus,
+    recovered results sealed by Olympus for this client (docs/SECURITY.md).
+    Whatever else arrives changes nothing and asks for no reconfiguration.
+    """
+
+    def voucher(self, signed: Signed, result: str, slot: int = 0, client: int = 0) -> ResultFromOlympus:
+        """What Olympus vouches for: request C{signed} gave C{result} at C{slot}."""
+        request = request_of(signed)
+        return ResultFromOlympus(
+            client, request.seq, slot, result,
+            tuple(result_statement(self.config, slot, signed, j, result) for j in range(2)),
+        )
+
+    def test_valid_result_from_a_stranger(self) -> None:
+        """A result with a complete, valid proof counts only when a replica sends it."""
+        signed = self.started()
+        message = self.result(signed, "OK", valid=len(self.config.replicas))
+        self.client.receive(STRANGER, message)
+        self.assertNothingHappened()
+        self.assertIn("request", self.env.active_timers())
+        [reason] = self.rejections()
+        self.assertTrue(reason.startswith("dropped ResultMessage"), reason)
+        # The same message from a replica of configuration 0 is accepted.
+        self.client.receive(replica_address(2), message)
+        self.assertEqual(self.client.outcome.results, ["OK"])
+
+    def test_result_from_a_replica_of_another_configuration(self) -> None:
+        """A replica of configuration 1 cannot deliver a result naming configuration 0."""
+        signed = self.timed_out_to_new_configuration()
+        message = self.result(signed, "OK", valid=2)
+        self.client.receive(replica_address(2, 1), message)
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 1)
+        self.client.receive(replica_address(2), message)
+        self.assertEqual(self.client.outcome.results, ["OK"])
+
+    def test_result_naming_an_unknown_configuration(self) -> None:
+        """A replica's result naming a configuration the client does not know is dropped."""
+        signed = self.started()
+        other = wire_configuration(t=self.t, clients=1, number=7)
+        self.client.receive(replica_address(2), self.result(signed, "OK", valid=3, configuration=other))
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 1)
+
+    def test_contradicting_proof_from_a_stranger(self) -> None:
+        """
+        Validly signed contradicting statements prove misbehaviour only when
+        a replica delivers them: from a stranger they cause no
+        reconfiguration request.
+        """
+        signed = self.started()
+        message = self.result(signed, "OK", valid=self.t + 1, lie="fail")
+        self.client.receive(STRANGER, message)
+        self.assertNothingHappened()
+        self.client.receive(replica_address(2), message)
+        [request] = self.env.of_type(ReconfigurationRequest)
+        self.assertEqual((request.configuration, request.proof), (0, message.result_proof))
+        [to_olympus] = [s for s in self.env.sent if isinstance(s.inner, ReconfigurationRequest)]
+        self.assertEqual(to_olympus.to, OLYMPUS_ADDRESS)
+        self.assertEqual(
+            (to_olympus.message.recipient, to_olympus.message.epoch),
+            (OLYMPUS_KEY.verify_key_bytes, EPOCH),
+        )
+
+    def test_error_from_a_stranger(self) -> None:
+        """An error message from a stranger does not send the client to Olympus."""
+        self.started()
+        self.client.receive(STRANGER, ErrorMessage(0, 0, 0, "immutable"))
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 1)
+
+    def test_error_naming_another_configuration(self) -> None:
+        """A replica's error naming a configuration it is not part of is dropped."""
+        self.started()
+        self.client.receive(replica_address(1), ErrorMessage(1, 0, 0, "immutable"))
+        self.assertNothingHappened()
+
+    def test_unexpected_message(self) -> None:
+        """Messages a client never takes (a request, say) are rejected from anyone."""
+        signed = self.started()
+        for sender in (replica_address(0), OLYMPUS_ADDRESS, STRANGER):
+            self.client.receive(sender, ClientRequest(signed))
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 3)
+
+    def test_flood_is_throttled(self) -> None:
+        """A stranger's flood of results writes at most a burst of 10 log lines."""
+        signed = self.started()
+        message = self.result(signed, "OK", valid=3)
+        for _ in range(500):
+            self.client.receive(STRANGER, message)
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 10)
+
+    def test_recovered_result_from_olympus(self) -> None:
+        """A result Olympus recovered and sealed for this client is accepted from Olympus."""
+        signed = self.started()
+        sealed = seal_from_olympus(self.voucher(signed, "OK"), to=client_address(0), configuration=0)
+        self.client.receive(OLYMPUS_ADDRESS, sealed)
+        self.assertEqual(self.client.outcome.results, ["OK"])
+
+    def test_recovered_result_relayed_by_a_replica(self) -> None:
+        """A replica of a known configuration may hand on Olympus's sealed voucher."""
+        signed = self.started()
+        sealed = seal_from_olympus(self.voucher(signed, "OK"), to=client_address(0), configuration=0)
+        self.client.receive(replica_address(1), sealed)
+        self.assertEqual(self.client.outcome.results, ["OK"])
+
+    def test_recovered_result_relayed_by_a_stranger(self) -> None:
+        """Only Olympus and replicas may hand on a voucher, even a genuine one."""
+        signed = self.started()
+        sealed = seal_from_olympus(self.voucher(signed, "OK"), to=client_address(0), configuration=0)
+        self.client.receive(STRANGER, sealed)
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 1)
+
+    def test_recovered_result_for_another_client(self) -> None:
+        """A voucher Olympus sealed for client 1 does not count for client 0."""
+        signed = self.started()
+        sealed = seal_from_olympus(self.voucher(signed, "OK"), to=client_address(1), configuration=0)
+        self.client.receive(replica_address(1), sealed)
+        self.assertNothingHappened()
+        [reason] = self.rejections()
+        self.assertIn("another recipient", reason)
+
+    def test_recovered_result_not_sealed_by_olympus(self) -> None:
+        """A voucher a replica sealed itself is no voucher."""
+        signed = self.started()
+        forged = seal_from_olympus(
+            self.voucher(signed, "OK"), key=crypto.KeyPair.from_seed(b"r" * 32),
+            to=client_address(0), configuration=0,
+        )
+        self.client.receive(replica_address(1), forged)
+        self.assertNothingHappened()
+        self.assertEqual(len(self.rejections()), 1)
+
+    def timed_out_to_new_configuration(self) -> Signed:
+        """The first request timed out and Olympus announced configuration 1."""
+        signed = self.started()
+        self.env.clock.advance(self.timeout_ms / 1000)
+        self.configure(wire_configuration(t=self.t, clients=1, number=1))
+        self.env.take()
+        return signed

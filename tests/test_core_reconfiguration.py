@@ -13,8 +13,10 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import (
+    EPOCH,
     OLYMPUS_ADDRESS,
     OLYMPUS_KEY,
+    STRANGER,
     STRANGER_KEY,
     FakeEnvironment,
     Sent,
@@ -23,15 +25,17 @@ from tests.fakes import (
     client_address,
     client_key,
     history_entry,
+    identity_key,
     make_assignment,
-    make_configuration,
     make_replica,
+    make_result_shuttle,
     make_shuttle,
     make_spare,
     open_sealed,
     operation,
     order_proof,
     order_statement,
+    reconfiguration_requests,
     register_client_message,
     register_replica_message,
     replica_address,
@@ -41,12 +45,14 @@ from tests.fakes import (
     seal_from_olympus,
     seal_from_replica,
     sign_request,
+    wire_configuration,
 )
-from twisted_bcr import crypto
+from twisted_bcr import codec, crypto
+from twisted_bcr.admission import AdmittedKeys
 from twisted_bcr.config import parse_case_text
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.common import Mode, ProofError
-from twisted_bcr.core.olympus import Olympus
+from twisted_bcr.core.olympus import CHALLENGE_LIFETIME_S, Olympus
 from twisted_bcr.core.reconfiguration import (
     WedgedReplica,
     candidate_quorums,
@@ -59,9 +65,11 @@ from twisted_bcr.messages import (
     Assignment,
     CatchUp,
     CaughtUp,
+    CheckpointMessage,
     CheckpointProof,
     ClientRequest,
     ClientResult,
+    CompletedCheckpoint,
     Configuration,
     ConfigurationReply,
     ErrorMessage,
@@ -69,17 +77,28 @@ from twisted_bcr.messages import (
     GetConfiguration,
     GetRunningState,
     HistoryEntry,
+    Ready,
     ReconfigurationRequest,
+    RegistrationBinding,
+    RegistrationChallenge,
+    RegistrationResponse,
     Request,
     ResultFromOlympus,
     ResultMessage,
     RunningState,
     Sealed,
     Shutdown,
+    Shuttle,
     Signed,
     Wedged,
     WedgeRequest,
 )
+from twisted_bcr.peers import Peer
+
+#: The fakes' make_configuration still puts whole Peers where ReplicaInfo
+#: and ClientInfo want address strings; wire_configuration gives plain ones.
+make_configuration = wire_configuration
+
 
 CONFIG = make_configuration(t=1, clients=2)
 CLIENT_KEYS = {c.index: c.verify_key for c in CONFIG.clients}
@@ -426,23 +445,31 @@ workload[1] = get('a')
 STEP_S = 3.0
 
 
+#: The identities Olympus admits in these tests: the daemons that serve as
+#: replicas of configurations 0 and 1, and both clients of the case.
+ADMITTED = AdmittedKeys(
+    frozenset(identity_key(i, n).verify_key_bytes for n in (0, 1) for i in range(3)),
+    {c: client_key(c).verify_key_bytes for c in range(2)},
+)
+
+
 class OlympusReconfigurationTestCase(SynchronousTestCase):
     """
     An Olympus whose configuration 0 is made of replicas holding the keys
-    of L{tests.fakes.replica_key}, with three more spares (for
-    configuration 1) registered.
+    of L{tests.fakes.replica_key}, each registered with its admitted
+    identity, all ready and announced to the clients, with three more spares
+    (for configuration 1) registered.
     """
 
     def setUp(self) -> None:
         self.env = FakeEnvironment(OLYMPUS_ADDRESS)
-        self.olympus = Olympus(self.env, OLYMPUS_CASE, OLYMPUS_KEY)
+        self.olympus = Olympus(self.env, OLYMPUS_CASE, OLYMPUS_KEY, ADMITTED)
         self.env.machine = self.olympus
         self.olympus.start()
         self.addCleanup(lambda: self.assertEqual(self.env.format_errors, []))
         for number in (0, 1):
             for index in range(3):
-                address = replica_address(index, number)
-                self.olympus.receive(address, register_replica_message(address, replica_key(index, number)))
+                self.register_spare(index, number)
             if number == 0:
                 for client in range(2):
                     self.olympus.receive(client_address(client), register_client_message(client))
@@ -452,14 +479,83 @@ class OlympusReconfigurationTestCase(SynchronousTestCase):
             self.config,
             make_configuration(t=1, clients=2, checkpt_interval=4, head_timeout_ms=2000, nonhead_timeout_ms=3000),
         )
-        self.env.take()
+        # Clients hear of configuration 0 only once all its replicas are ready.
+        self.assertEqual(self.sent_of(ConfigurationReply), [])
+        self.ready(0)
+        self.assertEqual(
+            self.sent_of(ConfigurationReply),
+            [(client_address(i), ConfigurationReply(self.config)) for i in range(2)],
+        )
+        self.assertEqual(self.env.active_timers(), {})
 
     # Inputs --------------------------------------------------------------
+
+    def register_spare(self, index: int, number: int) -> None:
+        """
+        The daemon that will be replica C{number}.C{index} registers as a
+        spare: it announces itself, and answers Olympus's challenge by
+        signing the binding with its admitted identity key.
+        """
+        peer = replica_address(index, number)
+        key, identity = replica_key(index, number), identity_key(index, number)
+        self.olympus.receive(peer, register_replica_message(peer.address, key, identity))
+        [challenge] = [s for s in self.env.take() if s.to == peer]
+        opened = open_sealed(challenge, OLYMPUS_KEY)
+        assert isinstance(opened, RegistrationChallenge), opened
+        nonce = opened.nonce
+        binding = RegistrationBinding(
+            OLYMPUS_KEY.verify_key_bytes, self.olympus.epoch, nonce, key.verify_key_bytes,
+            peer.address,
+        )
+        response = RegistrationResponse(nonce, identity.sign_bytes(codec.encode(binding)))
+        self.olympus.receive(
+            peer,
+            crypto.seal(
+                key, peer.address, "spare", response,
+                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
+            ),
+        )
+        self.assertIn(key.verify_key_bytes, [r.verify_key for r in self.olympus.spares] + [
+            r.verify_key for c in self.olympus.configurations.values() for r in c.replicas
+        ])
 
     def from_replica(self, index: int, message: object, number: int = 0) -> None:
         """Replica C{index} of configuration C{number} sends C{message}, sealed."""
         configuration = self.olympus.configurations[number]
-        self.olympus.receive(replica_address(index, number), seal_from_replica(configuration, index, message))
+        self.olympus.receive(
+            replica_address(index, number),
+            seal_from_replica(configuration, index, message, epoch=self.olympus.epoch),
+        )
+
+    def ready(self, number: int, indices: range | list[int] = range(3)) -> None:
+        """The replicas at C{indices} of configuration C{number} say they are ready."""
+        for index in indices:
+            self.from_replica(index, Ready(number, index), number)
+
+    def from_stranger(self, message: object, configuration: int = 0) -> None:
+        """
+        An outsider with a valid key of its own sends C{message}, sealed
+        properly by that key for Olympus in its current epoch.
+        """
+        self.olympus.receive(
+            STRANGER,
+            crypto.seal(
+                STRANGER_KEY, STRANGER.address, "replica 0.1", message,
+                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
+                configuration=configuration,
+            ),
+        )
+
+    def finish_run(self) -> None:
+        """The driver, which holds Olympus's key, ends the run."""
+        driver = Peer("driver", OLYMPUS_KEY.verify_key_bytes)
+        self.olympus.receive(
+            driver,
+            crypto.seal(
+                OLYMPUS_KEY, "driver", "olympus", FinishRun("test"),
+                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=b"",
+            ),
+        )
 
     def request(self, index: int = 1, number: int = 0, names: int | None = None) -> None:
         """Replica C{index} of configuration C{number} asks to reconfigure configuration C{names}."""
@@ -481,18 +577,24 @@ class OlympusReconfigurationTestCase(SynchronousTestCase):
 
     # Outputs -------------------------------------------------------------
 
-    def opened(self, sent: list[Sent]) -> list[tuple[str, object]]:
-        """(to, body) of sealed messages, each checked to be sealed by Olympus."""
+    def opened(self, sent: list[Sent]) -> list[tuple[Peer, object]]:
+        """
+        (to, body) of sealed messages, each checked to be sealed by Olympus,
+        in its epoch, for the key it is sent to.
+        """
+        for s in sent:
+            assert isinstance(s.message, Sealed), s
+            self.assertEqual((s.message.epoch, s.message.recipient), (self.olympus.epoch, s.to.key))
         return [(s.to, open_sealed(s, OLYMPUS_KEY)) for s in sent]
 
-    def sent_of(self, cls: type) -> list[tuple[str, Any]]:
+    def sent_of(self, cls: type) -> list[tuple[Peer, Any]]:
         """(to, body) of the messages of class C{cls} sent since the last take, forgetting everything sent."""
         return [(to, body) for to, body in self.opened(self.env.take()) if isinstance(body, cls)]
 
     def catch_ups(self) -> dict[int, tuple[int, ...]]:
         """Replica index -> slots of the catch-up sent to it (forgets what was sent)."""
         return {
-            int(to.rsplit(".", 1)[1]): tuple(e.slot for e in body.entries)
+            int(to.address.rsplit(".", 1)[1]): tuple(e.slot for e in body.entries)
             for to, body in self.sent_of(CatchUp)
         }
 
@@ -523,6 +625,35 @@ class OlympusReconfigurationTestCase(SynchronousTestCase):
         self.caught_up(1, state, reports)
         self.assertEqual(self.sent_of(GetRunningState), [(replica_address(0), GetRunningState(0))])
         return state
+
+
+class OlympusChallengeTests(OlympusReconfigurationTestCase):
+    """A registration challenge is good once, and only for a while."""
+
+    def test_expired_challenge(self) -> None:
+        """An answer that comes after the challenge expired registers nobody."""
+        peer = replica_address(0, 2)
+        key, identity = replica_key(0, 2), identity_key(0, 1)  # admitted; a restarted daemon
+        self.olympus.receive(peer, register_replica_message(peer.address, key, identity))
+        [challenge] = [s for s in self.env.take() if s.to == peer]
+        nonce = open_sealed(challenge, OLYMPUS_KEY).nonce  # type: ignore[attr-defined]
+        self.env.clock.advance(CHALLENGE_LIFETIME_S + 1)
+        binding = RegistrationBinding(
+            OLYMPUS_KEY.verify_key_bytes, self.olympus.epoch, nonce, key.verify_key_bytes,
+            peer.address,
+        )
+        response = RegistrationResponse(nonce, identity.sign_bytes(codec.encode(binding)))
+        self.olympus.receive(
+            peer,
+            crypto.seal(
+                key, peer.address, "spare", response,
+                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
+            ),
+        )
+        self.assertNotIn(key.verify_key_bytes, [r.verify_key for r in self.olympus.spares])
+        self.assertIn(
+            "expired challenge", " ".join(e["reason"] for e in self.events("bcr.rejected"))
+        )
 
 
 class OlympusRequestTests(OlympusReconfigurationTestCase):
@@ -573,10 +704,74 @@ class OlympusRequestTests(OlympusReconfigurationTestCase):
             self.sent_of(WedgeRequest), [(replica_address(i, 1), WedgeRequest(1)) for i in range(3)]
         )
 
+    def rejected(self) -> list[dict[str, Any]]:
+        """Olympus's rejections, each checked to be a drop by the sender's key."""
+        rejected = self.events("bcr.rejected")
+        for event in rejected:
+            self.assertTrue(event["reason"].startswith("dropped "), event)
+        return rejected
+
+    def test_request_from_outsider(self) -> None:
+        """An outsider's request, sealed with its own valid key and naming a replica as requester, starts nothing."""
+        self.from_stranger(ReconfigurationRequest(0, "replica 0.1", "test", ()))
+        self.assertEqual(self.env.take(), [])
+        self.assertIsNone(self.olympus.reconfiguring)
+        [rejected] = self.rejected()
+        self.assertEqual(rejected["peer"], "stranger")
+
+    def test_request_from_spare(self) -> None:
+        """A registered spare holds no position: its request starts nothing."""
+        spare = replica_address(0, 1)
+        self.olympus.receive(
+            spare,
+            crypto.seal(
+                replica_key(0, 1), spare.address, "replica 0.0",
+                ReconfigurationRequest(0, "replica 0.0", "test", ()),
+                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
+            ),
+        )
+        self.assertEqual(self.env.take(), [])
+        self.assertIsNone(self.olympus.reconfiguring)
+        self.assertEqual(len(self.rejected()), 1)
+
+    def test_request_misaddressed(self) -> None:
+        """A replica's request sealed in another Olympus boot, or for another recipient, starts nothing."""
+        request = ReconfigurationRequest(0, "replica 0.1", "test", ())
+        self.olympus.receive(replica_address(1), seal_from_replica(self.config, 1, request, epoch=EPOCH))
+        other = crypto.seal(
+            replica_key(1), replica_address(1).address, "replica 0.1", request,
+            recipient=replica_key(2).verify_key_bytes, epoch=self.olympus.epoch, configuration=0,
+        )
+        self.olympus.receive(replica_address(1), other)
+        # Sealed by another key than the one the sender authenticated with.
+        self.olympus.receive(
+            replica_address(1),
+            seal_from_replica(self.config, 2, request, epoch=self.olympus.epoch),
+        )
+        self.assertEqual(self.env.take(), [])
+        self.assertIsNone(self.olympus.reconfiguring)
+        self.assertEqual(len(self.events("bcr.rejected")), 3)
+
+    def test_finish_run_only_from_olympus_key(self) -> None:
+        """Only whoever holds Olympus's key ends a run: an outsider or a replica asking retires nobody."""
+        self.from_stranger(FinishRun("test"))
+        self.from_replica(0, FinishRun("test"))
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(len(self.rejected()), 2)
+        self.finish_run()
+        self.assertEqual(len(self.sent_of(Shutdown)), 6)
+
     def client_request(self, proof: tuple[Signed, ...]) -> None:
         """Client 0 asks to reconfigure configuration 0 with C{proof}."""
         message = ReconfigurationRequest(0, "client 0", "contradiction", proof)
-        self.olympus.receive(client_address(0), crypto.seal(client_key(0), client_address(0), "client 0", message))
+        self.olympus.receive(
+            client_address(0),
+            crypto.seal(
+                client_key(0), client_address(0).address, "client 0", message,
+                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
+                configuration=0,
+            ),
+        )
 
     def test_client_without_proof(self) -> None:
         """A client's request without a proof of misbehaviour is ignored."""
@@ -701,6 +896,40 @@ class OlympusQuorumTests(OlympusReconfigurationTestCase):
         [failed] = self.events("bcr.quorum_failed")
         self.assertIn("[0] did not answer catch_up", failed["reason"])
 
+    def test_wedged_from_outsider(self) -> None:
+        """An outsider's wedged message, however valid its content, counts for nothing: one real wedged message still starts no quorum."""
+        self.start_reconfiguration()
+        self.from_stranger(Wedged(0, 0, entries(range(4)), None))
+        self.wedged(1, entries(range(2)))
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(list(self.olympus.reconfiguring.wedged), [1])
+        [rejected] = self.events("bcr.rejected")
+        self.assertEqual(rejected["peer"], "stranger")
+        self.assertTrue(rejected["reason"].startswith("dropped wedged"), rejected)
+
+    def test_wedged_for_another_position(self) -> None:
+        """A replica's wedged message claiming another member's index is dropped; that member's own message is still taken."""
+        self.start_reconfiguration()
+        self.from_replica(2, Wedged(0, 0, entries(range(4)), None))
+        self.wedged(1, entries(range(2)))
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(list(self.olympus.reconfiguring.wedged), [1])
+        self.wedged(0, entries(range(4)))
+        self.assertEqual(self.catch_ups(), {0: (), 1: (2, 3)})
+
+    def test_caught_up_and_running_state_from_outsider(self) -> None:
+        """An outsider's caught_up and running state are dropped: they neither fail the quorum nor choose the state."""
+        state = self.through_running_state()
+        self.from_stranger(CaughtUp(0, 0, crypto.state_hash({}), ()))
+        self.from_stranger(RunningState(0, 0, {"evil": "state"}))
+        self.assertEqual(self.olympus.configuration.number, 0)
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(len(self.events("bcr.rejected")), 2)
+        self.running_state(0, state)
+        self.assertEqual(self.olympus.configuration.number, 1)
+        [assignment, *_] = [body for _, body in self.sent_of(Assignment)]
+        self.assertEqual(assignment.state, state)
+
     def test_caught_up_from_outside_quorum(self) -> None:
         """A caught_up from a replica that is not in the quorum being tried is rejected."""
         self.start_reconfiguration()
@@ -768,7 +997,7 @@ class OlympusQuorumTests(OlympusReconfigurationTestCase):
         self.start_reconfiguration()
         self.wedged(0, entries(range(3)))
         self.env.clock.advance(STEP_S)
-        self.olympus.receive("driver", crypto.seal(OLYMPUS_KEY, "driver", "olympus", FinishRun("test")))
+        self.finish_run()
         [error] = self.olympus.errors
         self.assertIn("more than t=1 replicas of configuration 0 seem faulty", error)
 
@@ -786,7 +1015,7 @@ class OlympusQuorumTests(OlympusReconfigurationTestCase):
         """Finishing during a reconfiguration reports it as an error and stops the step timers."""
         self.start_reconfiguration()
         self.wedged(0, entries(range(3)))
-        self.olympus.receive("driver", crypto.seal(OLYMPUS_KEY, "driver", "olympus", FinishRun("test")))
+        self.finish_run()
         self.assertIsNone(self.olympus.reconfiguring)
         self.assertIn("being reconfigured", self.olympus.errors[-1])
         self.assertEqual(list(self.env.active_timers()), ["finish"])
@@ -835,26 +1064,130 @@ class OlympusNewConfigurationTests(OlympusReconfigurationTestCase):
             )
             recovered = [open_sealed_voucher(s) for s in assignment.recovered]
             self.assertEqual(recovered, [v for _, v in self.bodies(ResultFromOlympus)])
+            # Each voucher is sealed for the client it is about, so that the
+            # new chain can hand it on but nobody can replay it elsewhere.
+            self.assertEqual(
+                [(s.recipient, s.epoch) for s in assignment.recovered],
+                [(client_key(i).verify_key_bytes, self.olympus.epoch) for i in range(2)],
+            )
 
     def test_old_replicas_shut_down(self) -> None:
         """Every replica of configuration 0 is told to shut down."""
         self.assertEqual(self.bodies(Shutdown), [(replica_address(i), Shutdown(0)) for i in range(3)])
 
+    def pushed(self) -> list[tuple[Peer, Any]]:
+        """(to, body) of the configuration replies sent since the last take."""
+        return self.sent_of(ConfigurationReply)
+
     def test_configuration_pushed(self) -> None:
-        """Every client is sent configuration 1 without having to ask."""
+        """Every client is sent configuration 1 without having to ask, once all its replicas are ready."""
+        self.assertEqual(self.olympus.configuration.number, 1)
+        self.assertEqual(self.bodies(ConfigurationReply), [])
+        self.ready(1, [0, 1])
+        self.assertEqual(self.pushed(), [])
+        self.ready(1, [2])
         self.assertEqual(
-            self.bodies(ConfigurationReply),
+            self.pushed(),
             [(client_address(i), ConfigurationReply(self.olympus.configuration)) for i in range(2)],
         )
-        self.assertEqual(self.olympus.configuration.number, 1)
+        self.assertEqual(self.olympus.announced, 1)
+        # Said once: a repeated ready changes nothing.
+        self.ready(1, [2])
+        self.assertEqual(self.env.take(), [])
+
+    def test_get_configuration_before_ready(self) -> None:
+        """A client asking before configuration 1 is ready is told nothing yet (not the old configuration), and is answered with configuration 1 once it is announced."""
+        message = crypto.seal(
+            client_key(0), client_address(0).address, "client 0", GetConfiguration(0),
+            recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch, configuration=0,
+        )
+        self.olympus.receive(client_address(0), message)
+        self.assertEqual(self.env.take(), [])
+        self.ready(1)
+        self.env.take()
+        self.olympus.receive(client_address(0), message)
+        self.assertEqual(
+            self.pushed(), [(client_address(0), ConfigurationReply(self.olympus.configuration))]
+        )
+
+    def test_announced_after_step_timeout(self) -> None:
+        """Replicas that never say they are ready delay the announcement by one step timeout at most, and are named in the log."""
+        self.ready(1, [0])
+        self.env.clock.advance(STEP_S - 0.001)
+        self.assertEqual(self.pushed(), [])
+        self.env.clock.advance(0.001)
+        self.assertEqual(
+            self.pushed(),
+            [(client_address(i), ConfigurationReply(self.olympus.configuration)) for i in range(2)],
+        )
+        [unready] = self.events("bcr.unready")
+        self.assertEqual((unready["number"], unready["unready"]), (1, [1, 2]))
+        # A late ready does not announce it again.
+        self.ready(1, [1, 2])
+        self.assertEqual(self.env.take(), [])
+
+    def test_not_announced_after_the_run_finished(self) -> None:
+        """A run that ends before configuration 1 is ready never has it announced."""
+        self.finish_run()
+        self.env.take()
+        self.env.clock.advance(STEP_S)
+        self.ready(1)
+        self.assertEqual(self.pushed(), [])
+        self.assertEqual(self.olympus.announced, 0)
+
+    def test_not_announced_while_replaced(self) -> None:
+        """A configuration asked to be replaced before it is ready is not announced: its replicas are being wedged."""
+        self.request(index=1, number=1)
+        self.assertEqual(len(self.sent_of(WedgeRequest)), 3)
+        self.ready(1)
+        self.env.clock.advance(STEP_S)
+        self.assertEqual(self.pushed(), [])
+        self.assertEqual(self.olympus.announced, 0)
+
+    def test_ready_only_from_that_position(self) -> None:
+        """A ready counts only from the replica Olympus gave that position: not from another member, an old replica or an outsider."""
+        new = self.olympus.configurations[1]
+        self.ready(1, [0, 2])
+        # Replica 1.0 claims to be 1.1; replica 0.1 claims its old index in 1.
+        self.olympus.receive(
+            replica_address(0, 1),
+            seal_from_replica(new, 0, Ready(1, 1), epoch=self.olympus.epoch),
+        )
+        self.from_replica(1, Ready(1, 1), 0)
+        self.from_stranger(Ready(1, 1), 1)
+        self.assertEqual(self.pushed(), [])
+        rejected = self.events("bcr.rejected")
+        self.assertEqual(len(rejected), 3)
+        self.assertTrue(all(e["reason"].startswith("dropped ready") for e in rejected), rejected)
+        self.assertEqual(
+            [e["peer"] for e in rejected], ["replica-1.0", "replica-0.1", "stranger"]
+        )
+        self.ready(1, [1])
+        self.assertEqual(len(self.pushed()), 2)
+
+    def test_ready_misaddressed(self) -> None:
+        """A ready sealed in another Olympus epoch or for another recipient is rejected and counts for nothing."""
+        self.assertNotEqual(self.olympus.epoch, EPOCH)
+        new = self.olympus.configurations[1]
+        self.ready(1, [0, 1])
+        self.olympus.receive(replica_address(2, 1), seal_from_replica(new, 2, Ready(1, 2), epoch=EPOCH))
+        other_recipient = crypto.seal(
+            replica_key(2, 1), replica_address(2, 1).address, "replica 1.2", Ready(1, 2),
+            recipient=replica_key(0, 1).verify_key_bytes, epoch=self.olympus.epoch, configuration=1,
+        )
+        self.olympus.receive(replica_address(2, 1), other_recipient)
+        self.assertEqual(self.pushed(), [])
+        self.assertEqual(len(self.events("bcr.rejected")), 2)
 
     def test_order(self) -> None:
-        """Vouchers go out before the assignments, and clients learn the configuration last."""
+        """Vouchers go out before the assignments, and clients learn the configuration last, once it is ready."""
         kinds = [type(body).__name__ for _, body in self.sent]
         self.assertEqual(
-            kinds,
-            ["ResultFromOlympus"] * 2 + ["Assignment"] * 3 + ["Shutdown"] * 3 + ["ConfigurationReply"] * 2,
+            kinds, ["ResultFromOlympus"] * 2 + ["Assignment"] * 3 + ["Shutdown"] * 3
         )
+        self.ready(1)
+        kinds = [type(body).__name__ for _, body in self.opened(self.env.take())]
+        self.assertEqual(kinds, ["ConfigurationReply"] * 2)
 
     def test_record(self) -> None:
         """The summary record names both configurations, the requester, reason, quorum and LH."""
@@ -870,9 +1203,12 @@ class OlympusNewConfigurationTests(OlympusReconfigurationTestCase):
         )
 
     def test_done(self) -> None:
-        """Olympus leaves the reconfiguration with no timer running and ignores late wedged messages."""
+        """Olympus leaves the reconfiguration with only the announcement timer running, stops that once configuration 1 is ready, and ignores late wedged messages."""
         self.assertIsNone(self.olympus.reconfiguring)
+        self.assertEqual(self.env.active_timers(), {"announce": self.env.now() + STEP_S})
+        self.ready(1)
         self.assertEqual(self.env.active_timers(), {})
+        self.env.take()
         self.wedged(2, entries(range(4)))
         self.assertEqual(self.env.take(), [])
 
@@ -913,22 +1249,43 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
         """Replica C{index} after executing slots 0..count-1 as a chain member would."""
         replica, env = make_replica(CONFIG, index)
         self.addCleanup(lambda: self.assertEqual(env.format_errors, []))
+        sender = replica_address(index - 1) if index > 0 else client_address(0)
         for slot in range(count):
             replica._execute_and_pass_on(
-                "test", "shuttle", REQUESTS[slot], _request(slot), slot,
+                sender, "shuttle", REQUESTS[slot], _request(slot), slot,
                 order_proof(CONFIG, slot, REQUESTS[slot], index),
                 tuple(result_statement(CONFIG, slot, REQUESTS[slot], j, results_through(count)[1][slot]) for j in range(index)),
             )
         env.take()
         return replica, env
 
+    def control(
+        self, replica: Any, env: FakeEnvironment, message: object,
+        sender: Peer = OLYMPUS_ADDRESS, **seal: Any,
+    ) -> None:
+        """C{sender} hands C{replica} C{message} sealed (as Olympus seals it, unless C{seal} says otherwise) for it."""
+        seal.setdefault("to", env.peer)
+        replica.receive(sender, seal_from_olympus(message, **seal))
+
+    def dropped(self, env: FakeEnvironment) -> list[str]:
+        """The reasons of the replica's rejections, each checked to be a drop."""
+        reasons = [e["reason"] for e in env.events_named("bcr.rejected")]
+        for reason in reasons:
+            self.assertTrue(reason.startswith("dropped "), reason)
+        return reasons
+
     def test_wedge(self) -> None:
         """On a wedge request the replica becomes immutable and sends its history, sealed, to Olympus."""
         replica, env = self.executed(1, 3)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0)))
+        self.control(replica, env, WedgeRequest(0))
         self.assertIs(replica.mode, Mode.IMMUTABLE)
         [sent] = env.take()
         self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        # For Olympus only, in the epoch the replica learnt from its assignment.
+        self.assertEqual(
+            (sent.message.recipient, sent.message.epoch, sent.message.configuration),
+            (OLYMPUS_KEY.verify_key_bytes, EPOCH, 0),
+        )
         wedged = open_sealed(sent, replica_key(1))
         self.assertEqual(wedged, Wedged(0, 1, entries(range(3), count=2), None))
         # Olympus finds it valid.
@@ -939,21 +1296,44 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
     def test_wedge_other_configuration(self) -> None:
         """A wedge request for another configuration is rejected and changes nothing."""
         replica, env = self.executed(1, 1)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(3)))
+        self.control(replica, env, WedgeRequest(3))
         self.assertIs(replica.mode, Mode.ACTIVE)
         self.assertEqual(env.take(), [])
 
     def test_wedge_not_from_olympus(self) -> None:
         """A wedge request sealed by someone else than Olympus is rejected."""
         replica, env = self.executed(1, 1)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0), key=STRANGER_KEY))
+        self.control(replica, env, WedgeRequest(0), key=STRANGER_KEY)
         self.assertIs(replica.mode, Mode.ACTIVE)
         self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_wedge_from_outsider(self) -> None:
+        """An outsider sealing a wedge request with its own valid key (signer "olympus") is dropped on its key, before anything is opened."""
+        replica, env = self.executed(1, 1)
+        self.control(replica, env, WedgeRequest(0), sender=STRANGER, key=STRANGER_KEY)
+        # Even a genuine Olympus envelope relayed by an outsider counts for nothing.
+        self.control(replica, env, WedgeRequest(0), sender=STRANGER)
+        self.assertIs(replica.mode, Mode.ACTIVE)
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(self.dropped(env)), 2)
+
+    def test_wedge_misaddressed(self) -> None:
+        """Olympus's wedge request for another replica, or from another Olympus boot, is refused."""
+        replica, env = self.executed(1, 1)
+        self.control(replica, env, WedgeRequest(0), to=replica_address(2))
+        self.control(replica, env, WedgeRequest(0), epoch=b"x" * 16)
+        self.assertIs(replica.mode, Mode.ACTIVE)
+        self.assertEqual(env.take(), [])
+        reasons = [e["reason"] for e in env.events_named("bcr.rejected")]
+        self.assertEqual(len(reasons), 2)
+        self.assertIn("another recipient", reasons[0])
+        self.assertIn("another Olympus epoch", reasons[1])
 
     def test_immutable_after_wedge(self) -> None:
         """A wedged replica does not execute shuttles and answers clients with an error."""
         replica, env = self.executed(2, 1)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0)))
+        self.control(replica, env, WedgeRequest(0))
         env.take()
         replica.receive(replica_address(1), make_shuttle(CONFIG, 1, REQUESTS[1], "OK", 2))
         self.assertEqual(replica.last_executed, 0)
@@ -963,9 +1343,9 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
     def test_catch_up(self) -> None:
         """Catch-up executes only the slots after the last one executed and reports the state hash and each client's latest signed result."""
         replica, env = self.executed(1, 3)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0)))
+        self.control(replica, env, WedgeRequest(0))
         env.take()
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(CatchUp(0, entries(range(1, 5)))))
+        self.control(replica, env, CatchUp(0, entries(range(1, 5))))
         state, results = results_through(5)
         self.assertEqual(replica.state, state)
         self.assertEqual(replica.last_executed, 4)
@@ -984,7 +1364,7 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
     def test_catch_up_hole(self) -> None:
         """Catch-up stops at a slot that does not follow the last executed one and still answers."""
         replica, env = self.executed(1, 2)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(CatchUp(0, entries([3, 4]))))
+        self.control(replica, env, CatchUp(0, entries([3, 4])))
         self.assertEqual(replica.last_executed, 1)
         self.assertEqual(len(env.events_named("bcr.catch_up_hole")), 1)
         [sent] = env.take()
@@ -994,16 +1374,99 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
     def test_running_state(self) -> None:
         """get_running_state is answered with the whole dictionary, sealed."""
         replica, env = self.executed(0, 3)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(GetRunningState(0)))
+        self.control(replica, env, GetRunningState(0))
         [sent] = env.take()
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
         self.assertEqual(open_sealed(sent, replica_key(0)), RunningState(0, 0, results_through(3)[0]))
 
     def test_wedged_replica_retires_at_once(self) -> None:
         """A wedged replica told to shut down reports its final state and exits without draining."""
         replica, env = self.executed(1, 2)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0)))
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        self.control(replica, env, WedgeRequest(0))
+        self.control(replica, env, Shutdown(0))
         self.assertEqual(len(env.exits), 1)
+
+    def test_outsider_control_messages(self) -> None:
+        """An outsider's catch-up, running-state query and shutdown, however sealed, are dropped: nothing is executed, revealed or retired."""
+        replica, env = self.executed(1, 2)
+        for message in (CatchUp(0, entries([2, 3])), GetRunningState(0), Shutdown(0)):
+            self.control(replica, env, message, sender=STRANGER, key=STRANGER_KEY)
+            self.control(replica, env, message, sender=STRANGER)
+        self.assertEqual((replica.mode, replica.last_executed), (Mode.ACTIVE, 1))
+        self.assertEqual(replica.state, results_through(2)[0])
+        self.assertEqual((env.take(), env.exits), ([], []))
+        self.assertEqual(len(self.dropped(env)), 6)
+
+    def data_plane_attacks(self, middle: int = 1) -> list[tuple[Peer, object]]:
+        """
+        Messages that would make replica C{middle} (which executed slot 0)
+        execute slot 1, or find misbehaviour and ask for a reconfiguration,
+        were they accepted, each from a peer not allowed to send it: an
+        outsider, or a chain member at the wrong position.
+        """
+        shuttle = make_shuttle(CONFIG, 1, REQUESTS[1], "OK", middle)
+        forged = Shuttle(0, 1, sign_request(1, 0, "put", "c", "d", key=STRANGER_KEY), (), ())
+        result_shuttle = make_result_shuttle(CONFIG, 0, REQUESTS[0], "wrong")
+        proof = checkpoint_proof(CONFIG, 0, b"h" * 32, range(middle))
+        completed = checkpoint_proof(CONFIG, 0, b"h" * 32, range(3))
+        predecessor, successor = replica_address(middle - 1), replica_address(middle + 1)
+        return [
+            (STRANGER, shuttle),
+            (STRANGER, forged),
+            (successor, shuttle),
+            (client_address(1), shuttle),
+            (STRANGER, result_shuttle),
+            (predecessor, result_shuttle),
+            (STRANGER, CheckpointMessage(proof)),
+            (successor, CheckpointMessage(proof)),
+            (STRANGER, CompletedCheckpoint(completed)),
+            (predecessor, CompletedCheckpoint(completed)),
+        ]
+
+    def test_data_plane_from_wrong_peers(self) -> None:
+        """Shuttles, result shuttles and checkpoints from an outsider or from the wrong neighbour are dropped, and are never evidence: no reconfiguration request."""
+        replica, env = self.executed(1, 1)
+        attacks = self.data_plane_attacks()
+        for sender, message in attacks:
+            replica.receive(sender, message)
+        self.assertEqual(env.take(), [])
+        self.assertEqual(reconfiguration_requests(env), [])
+        self.assertEqual(
+            (replica.mode, replica.last_executed, replica.checkpoint), (Mode.ACTIVE, 0, None)
+        )
+        self.assertEqual(replica.state, results_through(1)[0])
+        reasons = self.dropped(env)
+        self.assertEqual(len(reasons), len(attacks))
+        self.assertIn("dropped shuttle from a peer that is not our predecessor", reasons[0])
+        self.assertIn("is not our successor", reasons[4])
+        # The same shuttle from the predecessor is executed.
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 1, REQUESTS[1], "OK", 1))
+        self.assertEqual(replica.last_executed, 1)
+
+    def test_wedged_replica_drops_outsiders(self) -> None:
+        """An immutable replica drops the outsider's data-plane messages too, and says nothing to Olympus about them."""
+        replica, env = self.executed(1, 1)
+        self.control(replica, env, WedgeRequest(0))
+        env.take()
+        for sender, message in self.data_plane_attacks():
+            if sender == STRANGER:
+                replica.receive(sender, message)
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(self.dropped(env)), 5)
+
+    def test_rejections_rate_limited(self) -> None:
+        """A flood from one outsider writes a burst of 10 log lines, then one line per second that counts what it held back."""
+        replica, env = self.executed(1, 1)
+        shuttle = make_shuttle(CONFIG, 1, REQUESTS[1], "OK", 1)
+        for _ in range(30):
+            replica.receive(STRANGER, shuttle)
+        self.assertEqual(len(self.dropped(env)), 10)
+        env.clock.advance(1)
+        replica.receive(STRANGER, shuttle)
+        rejected = env.events_named("bcr.rejected")
+        self.assertEqual(len(rejected), 11)
+        self.assertEqual(rejected[-1]["suppressed"], 20)
+        self.assertEqual((env.take(), replica.last_executed), ([], 0))
 
 
 def _request(slot: int) -> Request:
@@ -1016,17 +1479,25 @@ class RecoveredResultTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.config1 = make_configuration(t=1, clients=2, number=1)
-        voucher = ResultFromOlympus(
+        self.voucher = ResultFromOlympus(
             0, 1, 2, "OK", tuple(result_statement(CONFIG, 2, REQUESTS[2], i, "OK") for i in (0, 1))
         )
-        self.sealed = seal_from_olympus(voucher)
-        self.head, self.env = make_spare(self.config1, 0)
-        assignment = make_assignment(
-            self.config1, 0, state={"a": "be"}, first_slot=3, recovered=[self.sealed]
-        )
-        self.head.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        # Sealed for the client it is about, which the new head hands it to.
+        self.sealed = seal_from_olympus(self.voucher, to=client_address(0), configuration=0)
+        self.head, self.env = self.assigned(0, [self.sealed], state={"a": "be"}, first_slot=3)
         self.env.take()
         self.addCleanup(lambda: self.assertEqual(self.env.format_errors, []))
+
+    def assigned(self, index: int, recovered: list[Sealed], **assignment: Any) -> tuple[Any, FakeEnvironment]:
+        """A spare of configuration 1 assigned position C{index} with C{recovered} vouchers."""
+        head, env = make_spare(self.config1, index)
+        message = make_assignment(self.config1, index, recovered=recovered, **assignment)
+        head.receive(
+            OLYMPUS_ADDRESS,
+            seal_from_olympus(message, to=replica_address(index, 1), configuration=1),
+        )
+        self.assertIs(head.mode, Mode.ACTIVE)
+        return head, env
 
     def test_recovered_request_answered(self) -> None:
         """The recovered request gets the sealed voucher back and is not executed again."""
@@ -1039,6 +1510,14 @@ class RecoveredResultTests(SynchronousTestCase):
             [e["case"] for e in self.env.events_named("bcr.retransmission")],
             ["result recovered by Olympus"],
         )
+
+    def test_recovered_request_from_another_sender(self) -> None:
+        """The recovered request relayed by an outsider or by another client is dropped: the voucher goes only to a resend by its own client."""
+        self.head.receive(STRANGER, ClientRequest(REQUESTS[2]))
+        self.head.receive(client_address(1), ClientRequest(REQUESTS[2]))
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(self.env.events_named("bcr.retransmission"), [])
+        self.assertEqual(len(self.env.events_named("bcr.rejected")), 2)
 
     def test_older_request_ignored(self) -> None:
         """An older request of that client is ignored."""
@@ -1060,11 +1539,84 @@ class RecoveredResultTests(SynchronousTestCase):
 
     def test_forged_voucher_ignored(self) -> None:
         """A voucher not sealed by Olympus is not taken."""
-        head, env = make_spare(self.config1, 1)
-        forged = seal_from_olympus(ResultFromOlympus(0, 1, 2, "OK", ()), key=STRANGER_KEY)
-        head.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(self.config1, 1, recovered=[forged])))
+        forged = seal_from_olympus(self.voucher, key=STRANGER_KEY, to=client_address(0))
+        head, env = self.assigned(1, [forged])
         self.assertEqual(head.last_results, {})
-        self.assertIs(head.mode, Mode.ACTIVE)
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+        # Its client's resend is ordered, not answered with the forgery.
+        head.receive(client_address(0), ClientRequest(REQUESTS[2]))
+        self.assertNotIn(forged, [s.message for s in env.take()])
+
+    def test_voucher_for_another_client_ignored(self) -> None:
+        """A genuine voucher about client 0 but sealed for client 1 is not taken: the new chain would hand it to the wrong client."""
+        misdirected = seal_from_olympus(self.voucher, to=client_address(1), configuration=0)
+        head, env = self.assigned(1, [misdirected])
+        self.assertEqual(head.last_results, {})
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("sealed for another", rejected["reason"])
+
+    def test_voucher_of_another_epoch_ignored(self) -> None:
+        """A voucher sealed in another boot of Olympus than the assignment is not taken."""
+        stale = seal_from_olympus(self.voucher, to=client_address(0), epoch=b"x" * 16)
+        head, env = self.assigned(1, [stale])
+        self.assertEqual(head.last_results, {})
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("another Olympus epoch", rejected["reason"])
+
+    def test_assignment_for_another_position(self) -> None:
+        """A spare refuses an assignment whose position carries another replica's key, and stays a pending spare."""
+        spare, env = make_spare(self.config1, 1)
+        message = make_assignment(self.config1, 0)
+        spare.receive(
+            OLYMPUS_ADDRESS,
+            seal_from_olympus(message, to=replica_address(1, 1), configuration=1),
+        )
+        self.assertIs(spare.mode, Mode.PENDING)
+        self.assertIsNone(spare.configuration)
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("not ours", rejected["reason"])
+        self.assertEqual(env.of_type(Ready), [])
+
+    def test_ready_after_assignment(self) -> None:
+        """A replica says it is ready, sealed for Olympus in its epoch, as soon as it took up its position."""
+        spare, env = make_spare(self.config1, 2)
+        self.assigned_to(spare, 2)
+        [sent] = [s for s in env.take() if isinstance(s.inner, Ready)]
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        self.assertEqual(open_sealed(sent, replica_key(2, 1)), Ready(1, 2))
+        self.assertEqual(
+            (sent.message.recipient, sent.message.epoch, sent.message.configuration),
+            (OLYMPUS_KEY.verify_key_bytes, EPOCH, 1),
+        )
+
+    def assigned_to(self, spare: Any, index: int) -> None:
+        """Olympus assigns C{spare} position C{index} of configuration 1."""
+        spare.receive(
+            OLYMPUS_ADDRESS,
+            seal_from_olympus(
+                make_assignment(self.config1, index), to=replica_address(index, 1),
+                configuration=1,
+            ),
+        )
+
+    def test_pending_spare_drops_early_requests(self) -> None:
+        """
+        A spare not yet assigned drops a client's request (it no longer
+        queues it for later): nothing is executed when the assignment comes,
+        and the drop asks for no reconfiguration.
+        """
+        spare, env = make_spare(self.config1, 0)
+        spare.receive(client_address(0), ClientRequest(REQUESTS[4]))
+        spare.receive(replica_address(0), make_shuttle(self.config1, 3, REQUESTS[4], "OK", 0))
+        [first, second] = env.events_named("bcr.rejected")
+        self.assertIn("dropped client_request while pending", first["reason"])
+        self.assertIn("while pending", second["reason"])
+        self.assertEqual(env.take(), [])
+        self.assigned_to(spare, 0)
+        self.assertEqual(spare.history, {})
+        self.assertEqual(spare.next_slot, 0)
+        self.assertEqual(reconfiguration_requests(env), [])
+        self.assertEqual([type(s.inner) for s in env.take()], [Ready])
 
 
 # ---------------------------------------------------------------------------
@@ -1081,7 +1633,7 @@ class ClientReconfigurationTests(SynchronousTestCase):
         self.finished: list[ClientOutcome] = []
         self.client = Client(
             self.env, 0, list(self.OPERATIONS), client_key(0), OLYMPUS_ADDRESS,
-            OLYMPUS_KEY.verify_key_bytes, 2000, self.finished.append,
+            2000, self.finished.append,
         )
         self.env.machine = self.client
         self.addCleanup(lambda: self.assertEqual(self.env.format_errors, []))
@@ -1089,9 +1641,18 @@ class ClientReconfigurationTests(SynchronousTestCase):
         self.configure(CONFIG)
         self.env.take()
 
-    def configure(self, configuration: Configuration) -> None:
-        """Olympus sends C{configuration}."""
-        self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(ConfigurationReply(configuration)))
+    def configure(self, configuration: Configuration, sender: Peer = OLYMPUS_ADDRESS) -> None:
+        """Olympus sends C{configuration} (or C{sender} hands on Olympus's message)."""
+        self.client.receive(sender, self.from_olympus(ConfigurationReply(configuration), configuration.number))
+
+    def from_olympus(self, message: object, configuration: int = -1, **seal: Any) -> Sealed:
+        """C{message} sealed by Olympus for this client (unless C{seal} says otherwise)."""
+        seal.setdefault("to", client_address(0))
+        return seal_from_olympus(message, configuration=configuration, **seal)
+
+    def rejected(self) -> list[str]:
+        """The client's rejection reasons so far."""
+        return [e["reason"] for e in self.env.events_named("bcr.rejected")]
 
     def test_error_does_not_retransmit(self) -> None:
         """After an error, an unchanged configuration does not trigger a retransmission; the timer still does."""
@@ -1129,7 +1690,7 @@ class ClientReconfigurationTests(SynchronousTestCase):
     def test_recovered_result_accepted(self) -> None:
         """A voucher from Olympus for the outstanding request is accepted, the next request goes out, and the client asks for the configuration (SPEC §6.1)."""
         voucher = ResultFromOlympus(0, 0, 7, "OK", ())
-        self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(voucher))
+        self.client.receive(OLYMPUS_ADDRESS, self.from_olympus(voucher))
         self.assertEqual((self.client.outcome.results, self.client.outcome.slots), (["OK"], [7]))
         [accept] = self.env.events_named("bcr.accept")
         self.assertTrue(accept["recovered"])
@@ -1139,14 +1700,69 @@ class ClientReconfigurationTests(SynchronousTestCase):
 
     def test_recovered_result_for_other_request(self) -> None:
         """A voucher for another request than the outstanding one is ignored."""
-        self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(ResultFromOlympus(0, 1, 7, "OK", ())))
-        self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(ResultFromOlympus(1, 0, 7, "OK", ())))
+        self.client.receive(OLYMPUS_ADDRESS, self.from_olympus(ResultFromOlympus(0, 1, 7, "OK", ())))
+        self.client.receive(OLYMPUS_ADDRESS, self.from_olympus(ResultFromOlympus(1, 0, 7, "OK", ())))
         self.assertEqual(self.client.outcome.results, [])
 
     def test_forged_voucher(self) -> None:
         """A voucher not sealed by Olympus is rejected."""
-        self.client.receive(OLYMPUS_ADDRESS, seal_from_olympus(ResultFromOlympus(0, 0, 7, "OK", ()), key=STRANGER_KEY))
+        self.client.receive(OLYMPUS_ADDRESS, self.from_olympus(ResultFromOlympus(0, 0, 7, "OK", ()), key=STRANGER_KEY))
         self.assertEqual(self.client.outcome.results, [])
+
+    def test_voucher_relayed_by_replica(self) -> None:
+        """Olympus's voucher handed on by a replica of a configuration the client knows is accepted (SPEC §9.7)."""
+        self.client.receive(replica_address(1), self.from_olympus(ResultFromOlympus(0, 0, 7, "OK", ())))
+        self.assertEqual((self.client.outcome.results, self.client.outcome.slots), (["OK"], [7]))
+
+    def test_voucher_relayed_by_outsider(self) -> None:
+        """Olympus's genuine voucher handed on by an outsider is dropped."""
+        self.client.receive(STRANGER, self.from_olympus(ResultFromOlympus(0, 0, 7, "OK", ())))
+        self.assertEqual(self.client.outcome.results, [])
+        self.assertEqual(self.env.take(), [])
+        [reason] = self.rejected()
+        self.assertTrue(reason.startswith("dropped"), reason)
+
+    def test_voucher_for_another_client(self) -> None:
+        """A voucher sealed for another client, or in another Olympus boot, is refused."""
+        voucher = ResultFromOlympus(0, 0, 7, "OK", ())
+        self.client.receive(OLYMPUS_ADDRESS, self.from_olympus(voucher, to=client_address(1)))
+        self.client.receive(OLYMPUS_ADDRESS, self.from_olympus(voucher, epoch=b"x" * 16))
+        self.assertEqual(self.client.outcome.results, [])
+        reasons = self.rejected()
+        self.assertEqual(len(reasons), 2)
+        self.assertIn("another recipient", reasons[0])
+        self.assertIn("another Olympus epoch", reasons[1])
+
+    def test_configuration_only_from_olympus(self) -> None:
+        """A genuine configuration reply handed on by a replica, or by an outsider, does not change the client's configuration."""
+        config1 = make_configuration(t=1, clients=2, number=1)
+        self.configure(config1, sender=replica_address(0))
+        self.configure(config1, sender=STRANGER)
+        self.assertEqual(self.client.outcome.configurations_seen, [0])
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(len(self.rejected()), 2)
+
+    def test_error_from_outsider(self) -> None:
+        """An outsider's error, or one naming a configuration whose replica did not send it, makes the client ask nothing."""
+        self.client.receive(STRANGER, ErrorMessage(0, 0, 0, "immutable"))
+        self.configure(make_configuration(t=1, clients=2, number=1))
+        self.env.take()
+        # A replica of configuration 0 speaking for configuration 1.
+        self.client.receive(replica_address(1), ErrorMessage(1, 0, 0, "immutable"))
+        self.assertEqual(self.env.take(), [])
+        reasons = self.rejected()
+        self.assertEqual(len(reasons), 2)
+        self.assertTrue(all(r.startswith("dropped") for r in reasons), reasons)
+
+    def test_result_from_outsider(self) -> None:
+        """A result with a complete, valid proof is accepted only from a replica of the configuration it names."""
+        proof = tuple(result_statement(CONFIG, 0, REQUESTS[0], j, "OK") for j in range(3))
+        self.client.receive(STRANGER, ResultMessage(0, 0, 0, 0, "OK", proof))
+        self.client.receive(replica_address(0, 1), ResultMessage(0, 0, 0, 0, "OK", proof))
+        self.assertEqual(self.client.outcome.results, [])
+        self.assertEqual(len(self.rejected()), 2)
+        self.client.receive(replica_address(2), ResultMessage(0, 0, 0, 0, "OK", proof))
+        self.assertEqual(self.client.outcome.results, ["OK"])
 
     def test_contradiction_reported(self) -> None:
         """A result proof with validly signed, contradicting statements is accepted on t+1 matches and reported to Olympus with the proof."""

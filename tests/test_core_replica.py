@@ -9,13 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import nacl.exceptions
+import nacl.signing
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.fakes import (
+    EPOCH,
     OLYMPUS_ADDRESS,
+    OLYMPUS_KEY,
+    STRANGER,
     STRANGER_KEY,
     Chain,
     FakeEnvironment,
@@ -23,8 +29,8 @@ from tests.fakes import (
     client_address,
     client_key,
     client_request,
+    identity_key,
     make_assignment,
-    make_configuration,
     make_replica,
     make_result_shuttle,
     make_shuttle,
@@ -40,9 +46,18 @@ from tests.fakes import (
     result_statement,
     seal_from_olympus,
     sign_request,
+    wire_configuration,
 )
-from twisted_bcr import crypto
-from twisted_bcr.core.common import Mode, check_request, requesting_client
+from twisted_bcr import codec, crypto
+from twisted_bcr.core.common import (
+    MAX_CLIENT_MESSAGE,
+    MAX_MESSAGE,
+    MAX_STRANGER_MESSAGE,
+    Mode,
+    check_request,
+    requesting_client,
+)
+from twisted_bcr.core.replica import REGISTRATION_INTERVAL_FIRST_S
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     CheckpointMessage,
@@ -53,17 +68,23 @@ from twisted_bcr.messages import (
     ForwardedRequest,
     Operation,
     OrderStatement,
+    Ready,
     ReconfigurationRequest,
     RegisterReplica,
+    RegistrationBinding,
+    RegistrationChallenge,
+    RegistrationResponse,
     Request,
     ResultMessage,
     ResultShuttle,
     ResultStatement,
     Shutdown,
     Shuttle,
+    WedgeRequest,
 )
+from twisted_bcr.peers import Peer
 
-CONFIG = make_configuration(t=1, clients=2)
+CONFIG = wire_configuration(t=1, clients=2)
 PUT = sign_request(0, 0, "put", "k", "v")
 
 
@@ -97,6 +118,26 @@ class ReplicaTestCase(SynchronousTestCase):
         self.assertEqual(sent[0].message.signer, replica.name)
         return request.reason
 
+    def assertDropped(self, replica, env: FakeEnvironment, *parts: str) -> str:
+        """
+        C{replica} dropped the message it just received for who sent it:
+        it sent nothing (no reconfiguration request either), set no timer
+        and logged one more "dropped ..." line naming C{parts}.  Returns
+        the reason it logged.
+        """
+        self.assertEqual(env.take(), [])
+        self.assertEqual(env.events_named("bcr.reconfiguration_request"), [])
+        self.assertEqual(
+            [key for key in env.active_timers() if key.startswith(("head:", "nonhead:"))], []
+        )
+        rejected = env.events_named("bcr.rejected")
+        self.assertTrue(rejected, "nothing was logged as rejected")
+        reason = rejected[-1]["reason"]
+        self.assertTrue(reason.startswith("dropped "), reason)
+        for part in parts:
+            self.assertIn(part, reason)
+        return reason
+
     def cases(self, env: FakeEnvironment) -> list[tuple[str, str]]:
         """The retransmission cases logged so far, as (request id, case)."""
         return [(e["request_id"], e["case"]) for e in env.events_named("bcr.retransmission")]
@@ -114,8 +155,9 @@ class FakeEnvironmentTests(SynchronousTestCase):
 
     def test_unencodable_message(self) -> None:
         """Sending something the codec cannot carry fails at once."""
-        env = FakeEnvironment("x")
-        self.assertRaises(ValueError, env.send, "y", object())
+        env = FakeEnvironment(replica_address(0))
+        self.assertRaises(ValueError, env.send, replica_address(1), object())
+        self.assertEqual(env.sent, [])
 
 
 class HeadTests(ReplicaTestCase):
@@ -177,20 +219,63 @@ class HeadTests(ReplicaTestCase):
         head.receive(client_address(1), ClientRequest(forged))
         self.assertEqual(env.take(), [])
         self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+        self.assertEqual((head.next_slot, head.state), (0, {}))
+
+    def test_drops_forged_request_from_named_client(self) -> None:
+        """Sent over client 0's own connection, a request for client 0 signed with another key is dropped too."""
+        head, env = self.replica(0)
+        forged = sign_request(0, 0, "put", "k", "v", key=client_key(1))
+        head.receive(client_address(0), ClientRequest(forged))
+        self.assertEqual(env.take(), [])
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("client request", rejected["reason"])
+        self.assertEqual((head.next_slot, head.state), (0, {}))
+        self.assertEqual(env.events_named("bcr.reconfiguration_request"), [])
 
     def test_drops_request_from_unknown_client(self) -> None:
         """A request from a client outside the configuration is dropped."""
         head, env = self.replica(0)
-        head.receive("client-9", client_request(9, 0, "get", "k"))
+        head.receive(client_address(9), client_request(9, 0, "get", "k"))
         self.assertEqual(env.take(), [])
         self.assertEqual(len(env.events_named("bcr.rejected")), 1)
 
-    def test_forward_shuttle_at_head(self) -> None:
-        """A forward shuttle arriving at the head is refused with a reconfiguration request."""
+    def test_drops_request_relayed_by_another_peer(self) -> None:
+        """
+        A valid request of client 0 arriving from anyone but client 0 (a
+        stranger, another client, a replica) is dropped: a client sends
+        only its own requests.
+        """
         head, env = self.replica(0)
-        head.receive(replica_address(2), make_shuttle(CONFIG, 0, PUT, "OK", 0))
-        self.assertIn("head", self.assertReconfigurationOnly(head, env))
-        self.assertEqual(head.state, {})
+        for sender in (STRANGER, client_address(1), replica_address(1)):
+            head.receive(sender, ClientRequest(PUT))
+            self.assertDropped(head, env, "client_request", "the client that signed it")
+        self.assertEqual((head.next_slot, head.state, head.history), (0, {}, {}))
+        self.assertEqual(len(env.events_named("bcr.rejected")), 3)
+
+    def test_drops_unexecutable_operation(self) -> None:
+        """A validly signed request for an operation the dictionary cannot execute gets no slot."""
+        head, env = self.replica(0)
+        head.receive(client_address(0), client_request(0, 0, "foo", "x"))
+        self.assertEqual(env.take(), [])
+        self.assertEqual((head.next_slot, head.last_executed, head.history), (0, -1, {}))
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("client request", rejected["reason"])
+        self.assertEqual(env.events_named("bcr.reconfiguration_request"), [])
+        # The next good request still gets slot 0.
+        head.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual([s.slot for s in env.of_type(Shuttle)], [0])
+
+    def test_forward_shuttle_at_head(self) -> None:
+        """
+        A forward shuttle arriving at the head comes from no predecessor
+        (the head has none): it is dropped, changes nothing and is no
+        evidence against anyone.
+        """
+        head, env = self.replica(0)
+        for sender in (replica_address(2), replica_address(1)):
+            head.receive(sender, make_shuttle(CONFIG, 0, PUT, "OK", 0))
+            self.assertDropped(head, env, "shuttle", "predecessor")
+        self.assertEqual((head.state, head.last_executed, head.history), ({}, -1, {}))
 
 
 class MiddleTests(ReplicaTestCase):
@@ -219,12 +304,62 @@ class MiddleTests(ReplicaTestCase):
             middle.last_results[0].statement, result_statement(CONFIG, 0, PUT, 1, "OK")
         )
 
+    def test_shuttle_from_outsider(self) -> None:
+        """A valid shuttle sent by a stranger (a valid key of its own, in no configuration) causes nothing."""
+        middle, env = self.replica(1)
+        middle.receive(STRANGER, make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        self.assertDropped(middle, env, "shuttle", "predecessor")
+        self.assertEqual((middle.state, middle.last_executed, middle.history), ({}, -1, {}))
+        self.assertEqual(middle.last_results, {})
+
+    def test_bad_shuttle_from_outsider_is_no_evidence(self) -> None:
+        """A stranger's faulty shuttle is not evidence: no reconfiguration request."""
+        middle, env = self.replica(1)
+        middle.receive(STRANGER, make_shuttle(CONFIG, 1, PUT, "OK", 1))
+        self.assertDropped(middle, env)
+        middle.receive(
+            STRANGER,
+            attrs.evolve(make_shuttle(CONFIG, 0, PUT, "OK", 1), request=crypto.corrupt(PUT)),
+        )
+        self.assertDropped(middle, env)
+        self.assertEqual(middle.history, {})
+
+    def test_shuttle_from_wrong_chain_position(self) -> None:
+        """A shuttle from a chain member that is not the predecessor (the successor, or a replica two back) is dropped."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(2), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        self.assertDropped(middle, env, "shuttle", "our predecessor")
+        tail, tail_env = self.replica(2)
+        tail.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 2))
+        self.assertDropped(tail, tail_env, "shuttle", "our predecessor")
+        self.assertEqual((middle.state, tail.state), ({}, {}))
+
+    def test_shuttle_from_predecessor_of_other_configuration(self) -> None:
+        """The replica at our predecessor's position in another configuration is not our predecessor."""
+        middle, env = self.replica(1)
+        middle.receive(replica_address(0, 1), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        self.assertDropped(middle, env, "predecessor")
+        self.assertEqual(middle.state, {})
+
+    def test_shuttle_with_predecessor_address_but_other_key(self) -> None:
+        """Addresses are no evidence: the predecessor's address with another key is dropped."""
+        middle, env = self.replica(1)
+        impostor = Peer(replica_address(0).address, STRANGER_KEY.verify_key_bytes)
+        middle.receive(impostor, make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        self.assertDropped(middle, env, "predecessor")
+        self.assertEqual(middle.state, {})
+
+    def test_unexecutable_operation_in_shuttle(self) -> None:
+        """A shuttle from the predecessor carrying an operation the dictionary cannot execute is refused."""
+        foo = sign_request(0, 0, "foo", "x")
+        self.assertRefused(make_shuttle(CONFIG, 0, foo, "", 1), "shuttle for slot 0")
+
     def test_wrong_client_signature(self) -> None:
         """A shuttle whose embedded request has a bad client signature is refused."""
         shuttle = attrs.evolve(
             make_shuttle(CONFIG, 0, PUT, "OK", 1), request=crypto.corrupt(PUT)
         )
-        self.assertRefused(shuttle, "badly signed request")
+        self.assertRefused(shuttle, "carries a request no replica may order: signature does not verify")
 
     def test_order_proof_wrong_count(self) -> None:
         """An order proof with a statement too many is refused."""
@@ -291,7 +426,7 @@ class MiddleTests(ReplicaTestCase):
 
     def test_other_configuration(self) -> None:
         """A shuttle naming another configuration is refused."""
-        other = make_configuration(t=1, clients=2, number=1)
+        other = wire_configuration(t=1, clients=2, number=1)
         self.assertRefused(make_shuttle(other, 0, PUT, "OK", 1), "configuration 1")
 
     def test_already_ordered_different_operation(self) -> None:
@@ -342,12 +477,18 @@ class TailTests(ReplicaTestCase):
         self.assertEqual(self.cases(env), [("0:0", "cached result")])
 
     def test_result_shuttle_at_tail(self) -> None:
-        """A result shuttle arriving at the tail is refused with a reconfiguration request."""
+        """
+        A result shuttle arriving at the tail comes from no successor (the
+        tail has none): it is dropped, changes nothing and is no evidence.
+        """
         tail, env = self.replica(2)
         tail.receive(replica_address(1), make_shuttle(CONFIG, 0, PUT, "OK", 2))
         env.take()
-        tail.receive(replica_address(1), make_result_shuttle(CONFIG, 0, PUT, "OK"))
-        self.assertIn("tail", self.assertReconfigurationOnly(tail, env))
+        cached = tail._result_cache[(0, 0)]
+        for sender in (replica_address(1), replica_address(0)):
+            tail.receive(sender, make_result_shuttle(CONFIG, 0, PUT, "fail"))
+            self.assertDropped(tail, env, "result_shuttle", "successor")
+        self.assertEqual(tail._result_cache[(0, 0)], cached)
 
 
 class ResultShuttleTests(ReplicaTestCase):
@@ -386,6 +527,41 @@ class ResultShuttleTests(ReplicaTestCase):
         self.assertEqual(env.take(), [])
         head.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual(len(env.of_type(ResultMessage)), 1)
+
+    def test_from_outsider(self) -> None:
+        """A stranger's result shuttle is dropped: nothing cached, forwarded or requested."""
+        middle, env = self.executed_middle()
+        middle.receive(STRANGER, make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        self.assertDropped(middle, env, "result_shuttle", "our successor")
+        # Still owed the real one, which is then taken as usual.
+        self.assertEqual(list(middle._my_result_hashes), [0])
+        middle.receive(client_address(0), ClientRequest(PUT))
+        self.assertEqual(env.of_type(ResultMessage), [])
+        env.take()
+        shuttle = make_result_shuttle(CONFIG, 0, PUT, "OK")
+        middle.receive(replica_address(2), shuttle)
+        self.assertIn((replica_address(0), shuttle), [(s.to, s.message) for s in env.take()])
+
+    def test_bad_result_shuttle_from_outsider_is_no_evidence(self) -> None:
+        """A stranger's wrong result shuttle does not make the replica ask for a reconfiguration."""
+        middle, env = self.executed_middle()
+        middle.receive(STRANGER, make_result_shuttle(CONFIG, 0, PUT, "fail"))
+        self.assertDropped(middle, env)
+        middle.receive(STRANGER, make_result_shuttle(CONFIG, 5, PUT, "OK"))
+        self.assertDropped(middle, env)
+
+    def test_from_predecessor(self) -> None:
+        """A result shuttle from the predecessor (right kind of principal, wrong position) is dropped."""
+        middle, env = self.executed_middle()
+        middle.receive(replica_address(0), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        self.assertDropped(middle, env, "result_shuttle", "our successor")
+        self.assertEqual(middle._result_cache, {})
+        head, head_env = self.replica(0)
+        head.receive(client_address(0), ClientRequest(PUT))
+        head_env.take()
+        head.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        self.assertDropped(head, head_env, "our successor")
+        self.assertEqual(head._result_cache, {})
 
     def test_incomplete_proof(self) -> None:
         """A result proof missing the head's statement brings a reconfiguration request and is not cached."""
@@ -472,7 +648,7 @@ class RetransmissionTests(ReplicaTestCase):
 
     def test_head_already_ordered(self) -> None:
         """Case 3: the head starts its timer and sends the result when the result shuttle arrives."""
-        config = make_configuration(head_timeout_ms=2500)
+        config = wire_configuration(head_timeout_ms=2500)
         head, env = self.ordered_head(configuration=config)
         head.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual(env.take(), [])
@@ -532,7 +708,7 @@ class RetransmissionTests(ReplicaTestCase):
 
     def test_nonhead_forwards(self) -> None:
         """Case 5: a non-head forwards the request to the head and starts its non-head timer."""
-        middle, env = self.replica(1, configuration=make_configuration(nonhead_timeout_ms=1500))
+        middle, env = self.replica(1, configuration=wire_configuration(nonhead_timeout_ms=1500))
         middle.receive(client_address(0), ClientRequest(PUT))
         [sent] = env.take()
         self.assertEqual((sent.to, sent.message), (replica_address(0), ForwardedRequest(PUT)))
@@ -591,20 +767,42 @@ class RetransmissionTests(ReplicaTestCase):
         env.clock.advance(10)
         self.assertEqual(env.take(), [])
 
-    def test_pending_replica_defers_client_requests(self) -> None:
-        """A spare neither answers nor forwards a client request before it is assigned."""
+    def test_pending_replica_drops_client_requests(self) -> None:
+        """A spare neither answers nor forwards a client request before it is assigned, nor after."""
         spare, env = make_spare(CONFIG, 1)
         self.watch(env)
         spare.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual(env.take(), [])
         self.assertEqual(env.active_timers(), {})
+        self.assertDropped(spare, env, "while pending")
+        spare.receive(
+            OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1), to=replica_address(1))
+        )
+        self.assertEqual(env.of_type(ForwardedRequest), [])
+        self.assertEqual(env.active_timers(), {})
+
+    def test_forwarded_request_from_outside_the_chain(self) -> None:
+        """Only a chain member forwards requests: from a stranger or a client, the head drops one."""
+        head, env = self.replica(0)
+        for sender in (STRANGER, client_address(0)):
+            head.receive(sender, ForwardedRequest(PUT))
+            self.assertDropped(head, env, "forwarded_request", "a chain member")
+        self.assertEqual((head.next_slot, head.state), (0, {}))
+        self.assertEqual(self.cases(env), [])
+
+    def test_forwarded_request_from_itself(self) -> None:
+        """A replica is no chain member to itself: its own key forwarding to it is dropped."""
+        head, env = self.replica(0)
+        head.receive(replica_address(0), ForwardedRequest(PUT))
+        self.assertDropped(head, env, "a chain member")
+        self.assertEqual(head.next_slot, 0)
 
 
 class CheckpointTests(ReplicaTestCase):
     """Checkpoints every checkpt_interval slots, and history truncation (SPEC §8)."""
 
     def setUp(self) -> None:
-        self.config = make_configuration(checkpt_interval=3)
+        self.config = wire_configuration(checkpt_interval=3)
         self.chain = Chain(self.config)
         for env in self.chain.envs:
             self.watch(env)
@@ -647,12 +845,12 @@ class CheckpointTests(ReplicaTestCase):
         head_env, middle_env, tail_env = chain.envs
         chain.submit(client_request(0, 2, "put", "k2", "v"))
         self.step_until(
-            lambda sender, sent: sent.to == head_env.address
+            lambda sender, sent: sent.to == head_env.peer
             and isinstance(sent.message, ResultShuttle)
         )
         # The head starts the checkpoint, with the state hash it recorded at slot 2.
         [sent] = head_env.sent
-        self.assertEqual(sent.to, middle_env.address)
+        self.assertEqual(sent.to, middle_env.peer)
         self.assertIsInstance(sent.message, CheckpointMessage)
         expected_hash = crypto.state_hash({"k0": "v", "k1": "v", "k2": "v"})
         self.assertEqual(sent.message.proof, checkpoint_proof(self.config, 2, expected_hash, [0]))
@@ -660,20 +858,20 @@ class CheckpointTests(ReplicaTestCase):
 
         chain.step()
         [sent] = middle_env.sent
-        self.assertEqual(sent.to, tail_env.address)
+        self.assertEqual(sent.to, tail_env.peer)
         self.assertEqual(sent.message, CheckpointMessage(checkpoint_proof(self.config, 2, expected_hash, [0, 1])))
         self.assertEqual(sorted(middle.history), [0, 1, 2])
 
         chain.step()
         complete = checkpoint_proof(self.config, 2, expected_hash, [0, 1, 2])
         [sent] = tail_env.sent
-        self.assertEqual((sent.to, sent.message), (middle_env.address, CompletedCheckpoint(complete)))
+        self.assertEqual((sent.to, sent.message), (middle_env.peer, CompletedCheckpoint(complete)))
         self.assertEqual(tail.history, {})
         self.assertEqual(tail.checkpoint, complete)
 
         chain.step()
         [sent] = middle_env.sent
-        self.assertEqual((sent.to, sent.message), (head_env.address, CompletedCheckpoint(complete)))
+        self.assertEqual((sent.to, sent.message), (head_env.peer, CompletedCheckpoint(complete)))
         self.assertEqual(middle.history, {})
         self.assertEqual(middle.checkpoint, complete)
 
@@ -714,7 +912,7 @@ class CheckpointTests(ReplicaTestCase):
         stripped = CompletedCheckpoint(
             attrs.evolve(completed.proof, statements=completed.proof.statements[2:])
         )
-        middle.receive(self.chain.envs[2].address, stripped)
+        middle.receive(self.chain.envs[2].peer, stripped)
         self.assertIn("1 statements, 3 required", self.assertReconfigurationOnly(middle, middle_env))
         self.assertEqual(sorted(middle.history), [0, 1, 2])
         self.assertIsNone(middle.checkpoint)
@@ -723,17 +921,17 @@ class CheckpointTests(ReplicaTestCase):
         """A valid completed proof truncates the middle replica's history and goes on to the head."""
         completed = self.intercept_completed()
         middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
-        middle.receive(self.chain.envs[2].address, completed)
+        middle.receive(self.chain.envs[2].peer, completed)
         self.assertEqual(middle.history, {})
         [sent] = middle_env.take()
-        self.assertEqual((sent.to, sent.message), (self.chain.envs[0].address, completed))
+        self.assertEqual((sent.to, sent.message), (self.chain.envs[0].peer, completed))
 
     def test_completed_proof_with_wrong_hash(self) -> None:
         """A completed proof whose statements carry another state hash is refused."""
         self.intercept_completed()
         middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
         wrong = checkpoint_proof(self.config, 2, crypto.state_hash({"a": "a"}), [0, 1, 2])
-        middle.receive(self.chain.envs[2].address, CompletedCheckpoint(wrong))
+        middle.receive(self.chain.envs[2].peer, CompletedCheckpoint(wrong))
         self.assertIn("state hash", self.assertReconfigurationOnly(middle, middle_env))
         self.assertEqual(sorted(middle.history), [0, 1, 2])
 
@@ -752,7 +950,7 @@ class CheckpointTests(ReplicaTestCase):
         self.intercept_started()
         middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
         wrong = checkpoint_proof(self.config, 2, crypto.state_hash({"a": "a"}), [0])
-        middle.receive(self.chain.envs[0].address, CheckpointMessage(wrong))
+        middle.receive(self.chain.envs[0].peer, CheckpointMessage(wrong))
         self.assertIn("state hash", self.assertReconfigurationOnly(middle, middle_env))
 
     def test_checkpoint_with_too_many_statements(self) -> None:
@@ -760,15 +958,68 @@ class CheckpointTests(ReplicaTestCase):
         self.intercept_started()
         middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
         state_hash = crypto.state_hash(middle.state)
-        middle.receive(self.chain.envs[0].address, CheckpointMessage(checkpoint_proof(self.config, 2, state_hash, [0, 1])))
+        middle.receive(self.chain.envs[0].peer, CheckpointMessage(checkpoint_proof(self.config, 2, state_hash, [0, 1])))
         self.assertIn("2 statements, 1 required", self.assertReconfigurationOnly(middle, middle_env))
+
+    def test_checkpoint_from_outsider_or_wrong_position(self) -> None:
+        """
+        The head's valid checkpoint message, delivered by a stranger or by
+        the successor instead of the predecessor, is dropped: not extended,
+        no reconfiguration request; from the predecessor it then goes on.
+        """
+        started = self.intercept_started()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        for sender in (STRANGER, self.chain.envs[2].peer):
+            middle.receive(sender, started)
+            self.assertDropped(middle, middle_env, "checkpoint", "our predecessor")
+        wrong = CheckpointMessage(
+            checkpoint_proof(self.config, 2, crypto.state_hash({"a": "a"}), [0])
+        )
+        middle.receive(STRANGER, wrong)
+        self.assertDropped(middle, middle_env)
+        self.assertEqual(sorted(middle.history), [0, 1, 2])
+        middle.receive(self.chain.envs[0].peer, started)
+        [sent] = middle_env.take()
+        self.assertEqual(sent.to, self.chain.envs[2].peer)
+        self.assertIsInstance(sent.message, CheckpointMessage)
+
+    def test_completed_checkpoint_from_outsider_or_wrong_position(self) -> None:
+        """
+        The tail's valid completed checkpoint, delivered by a stranger or by
+        the predecessor, truncates nothing and is no evidence; from the
+        successor it is taken.
+        """
+        completed = self.intercept_completed()
+        middle, middle_env = self.chain.replicas[1], self.chain.envs[1]
+        for sender in (STRANGER, self.chain.envs[0].peer):
+            middle.receive(sender, completed)
+            self.assertDropped(middle, middle_env, "completed_checkpoint", "our successor")
+        stripped = CompletedCheckpoint(
+            attrs.evolve(completed.proof, statements=completed.proof.statements[2:])
+        )
+        middle.receive(STRANGER, stripped)
+        self.assertDropped(middle, middle_env)
+        self.assertEqual(sorted(middle.history), [0, 1, 2])
+        self.assertIsNone(middle.checkpoint)
+        middle.receive(self.chain.envs[2].peer, completed)
+        self.assertEqual(middle.history, {})
+        self.assertEqual(middle.checkpoint, completed.proof)
+
+
+def to_spare(message: object, index: int = 1, **options: Any):
+    """C{message} sealed by Olympus for the replica (or spare) holding the key of position C{index}."""
+    return seal_from_olympus(message, to=replica_address(index), **options)
 
 
 class SpareTests(ReplicaTestCase):
     """A replica starts as a PENDING spare and is placed by Olympus's assignment."""
 
     def test_start_registers(self) -> None:
-        """A starting spare registers its address and public key, sealed with its key."""
+        """
+        A starting spare registers its address, its public key and its
+        identity key, sealed with its key for Olympus, before it knows
+        Olympus's epoch.
+        """
         spare, env = make_spare(CONFIG, 1)
         spare.start()
         [sent] = env.take()
@@ -776,7 +1027,13 @@ class SpareTests(ReplicaTestCase):
         self.assertEqual(sent.message.signer, "spare")
         self.assertEqual(
             open_sealed(sent, replica_key(1)),
-            RegisterReplica(env.address, replica_key(1).verify_key_bytes),
+            RegisterReplica(
+                env.address, replica_key(1).verify_key_bytes, identity_key(1).verify_key_bytes
+            ),
+        )
+        self.assertEqual(
+            (sent.message.recipient, sent.message.epoch, sent.message.configuration),
+            (OLYMPUS_KEY.verify_key_bytes, b"", -1),
         )
         self.assertIs(spare.mode, Mode.PENDING)
 
@@ -792,46 +1049,216 @@ class SpareTests(ReplicaTestCase):
                 env.clock.advance(0.5)
             intervals.append(env.clock.seconds() - before)
         self.assertEqual(intervals, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1)))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 1)))
         env.take()
         env.clock.advance(60)
         self.assertEqual(env.take(), [])
 
-    def test_pending_defers_until_assigned(self) -> None:
-        """Data messages reaching a spare wait for its assignment and are then processed in order."""
+    def test_challenge_answered_with_identity(self) -> None:
+        """
+        The spare answers Olympus's challenge with its identity key's
+        signature over the binding of nonce, Olympus's key and epoch, its
+        fresh key and its address, sealed with its fresh key for Olympus
+        in that epoch.
+        """
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.start()
+        env.take()
+        nonce = b"n" * 16
+        spare.receive(OLYMPUS_ADDRESS, to_spare(RegistrationChallenge(nonce)))
+        [sent] = env.take()
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        response = open_sealed(sent, replica_key(1))
+        self.assertIsInstance(response, RegistrationResponse)
+        assert isinstance(response, RegistrationResponse)
+        self.assertEqual(response.nonce, nonce)
+        self.assertEqual(
+            (sent.message.recipient, sent.message.epoch),
+            (OLYMPUS_KEY.verify_key_bytes, EPOCH),
+        )
+        binding = RegistrationBinding(
+            OLYMPUS_KEY.verify_key_bytes, EPOCH, nonce,
+            replica_key(1).verify_key_bytes, env.address,
+        )
+        verify_key = nacl.signing.VerifyKey(identity_key(1).verify_key_bytes)
+        self.assertEqual(
+            verify_key.verify(codec.encode(binding), response.signature), codec.encode(binding)
+        )
+        # The fresh key did not sign it: only the admitted identity vouches.
+        self.assertRaises(
+            nacl.exceptions.BadSignatureError,
+            nacl.signing.VerifyKey(replica_key(1).verify_key_bytes).verify,
+            codec.encode(binding), response.signature,
+        )
+        self.assertIs(spare.mode, Mode.PENDING)
+
+    def test_challenge_not_from_olympus(self) -> None:
+        """A challenge sealed by a stranger, or Olympus's delivered by a stranger, gets no answer."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.receive(OLYMPUS_ADDRESS, to_spare(RegistrationChallenge(b"n" * 16), key=STRANGER_KEY))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+        spare.receive(STRANGER, to_spare(RegistrationChallenge(b"n" * 16)))
+        self.assertDropped(spare, env, "not Olympus")
+        # Neither pinned an epoch: Olympus's own first message still counts.
+        spare.receive(OLYMPUS_ADDRESS, to_spare(RegistrationChallenge(b"n" * 16)))
+        self.assertEqual(len(env.of_type(RegistrationResponse)), 1)
+
+    def test_challenge_after_assignment_dropped(self) -> None:
+        """An assigned replica signs no more challenges with its identity key."""
+        replica, env = self.replica(1)
+        replica.receive(OLYMPUS_ADDRESS, to_spare(RegistrationChallenge(b"n" * 16)))
+        self.assertDropped(replica, env, "while active")
+
+    def test_pending_drops_data_messages(self) -> None:
+        """
+        Replaces the old early-message queue: data messages reaching a
+        spare are dropped (nothing legitimate arrives before the
+        assignment, Olympus announces a configuration only once all its
+        replicas are ready) and are not processed after the assignment
+        either; they are no evidence.
+        """
         spare, env = make_spare(CONFIG, 1)
         self.watch(env)
         second = sign_request(1, 0, "append", "k", "w")
         spare.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        self.assertDropped(spare, env, "shuttle while pending")
         spare.receive(replica_address(0), make_shuttle(CONFIG, 1, second, "OK", 1))
-        self.assertEqual(env.take(), [])
+        spare.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        spare.receive(replica_address(0), ForwardedRequest(PUT))
+        spare.receive(
+            replica_address(0),
+            CheckpointMessage(checkpoint_proof(CONFIG, 2, crypto.state_hash({}), [0])),
+        )
+        spare.receive(
+            replica_address(2),
+            CompletedCheckpoint(checkpoint_proof(CONFIG, 2, crypto.state_hash({}), [0, 1, 2])),
+        )
+        self.assertDropped(spare, env, "while pending")
+        reasons = [e["reason"] for e in env.events_named("bcr.rejected")]
+        self.assertEqual(len(reasons), 6)
+        self.assertTrue(all(r.startswith("dropped ") and "pending" in r for r in reasons), reasons)
         self.assertEqual(spare.state, {})
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1)))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 1)))
         self.assertIs(spare.mode, Mode.ACTIVE)
-        self.assertEqual([s.slot for s in env.of_type(Shuttle)], [0, 1])
-        self.assertEqual(spare.state, {"k": "vw"})
+        # Only Ready goes out: nothing queued is replayed.
+        [ready] = env.take()
+        self.assertEqual(open_sealed(ready, replica_key(1)), Ready(0, 1))
+        self.assertEqual(spare.state, {})
+        self.assertEqual((spare.last_executed, spare.history), (-1, {}))
+
+    def test_assignment_sends_ready(self) -> None:
+        """
+        Once active, a replica tells Olympus it is Ready, sealed with its
+        key for Olympus's key in the epoch of the assignment and naming
+        its configuration.
+        """
+        spare, env = make_spare(CONFIG, 2)
+        self.watch(env)
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 2), index=2))
+        self.assertIs(spare.mode, Mode.ACTIVE)
+        [sent] = env.take()
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        self.assertEqual(open_sealed(sent, replica_key(2)), Ready(0, 2))
+        self.assertEqual(sent.message.signer, "replica 0.2")
+        self.assertEqual(
+            (sent.message.recipient, sent.message.epoch, sent.message.configuration),
+            (OLYMPUS_KEY.verify_key_bytes, EPOCH, 0),
+        )
+
+    def test_assignment_to_position_of_another_key(self) -> None:
+        """
+        A spare takes only a position that carries its own key: an
+        assignment to another position (or none) is rejected and the spare
+        stays pending, silent.
+        """
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        for index in (2, 0, 5, -1):
+            assignment = attrs.evolve(make_assignment(CONFIG, 1), index=index)
+            spare.receive(OLYMPUS_ADDRESS, to_spare(assignment))
+        self.assertIs(spare.mode, Mode.PENDING)
+        self.assertIsNone(spare.configuration)
+        self.assertEqual(env.take(), [])
+        reasons = [e["reason"] for e in env.events_named("bcr.rejected")]
+        self.assertEqual(len(reasons), 4)
+        self.assertTrue(all("not ours" in r for r in reasons), reasons)
+        self.assertEqual(env.events_named("bcr.assigned"), [])
+
+    def test_assignment_sealed_for_another_recipient(self) -> None:
+        """Olympus's assignment for another replica, replayed to this spare, is rejected."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 1), index=2))
+        self.assertIs(spare.mode, Mode.PENDING)
+        self.assertEqual(env.take(), [])
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("another recipient", rejected["reason"])
+
+    def test_epoch_pinned_at_assignment(self) -> None:
+        """
+        A spare follows whichever boot of Olympus challenges it (Olympus may
+        have restarted while it waited) and answers in that boot's epoch; the
+        boot that assigns it is pinned: control messages of another Olympus
+        boot are rejected after that.
+        """
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.start()
+        env.take()
+        other_epoch = b"o" * 16
+        spare.receive(OLYMPUS_ADDRESS, to_spare(RegistrationChallenge(b"n" * 16)))
+        [first] = env.take()
+        self.assertEqual(first.message.epoch, EPOCH)
+        spare.receive(
+            OLYMPUS_ADDRESS, to_spare(RegistrationChallenge(b"m" * 16), epoch=other_epoch)
+        )
+        [second] = env.take()
+        self.assertEqual(second.message.epoch, other_epoch)
+        # Its repeated registrations name no boot, so any Olympus takes them.
+        env.clock.advance(REGISTRATION_INTERVAL_FIRST_S)
+        [again] = env.take()
+        self.assertIsInstance(again.inner, RegisterReplica)
+        self.assertEqual(again.message.epoch, b"")
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 1)))
+        self.assertIs(spare.mode, Mode.ACTIVE)
+        env.take()
+        spare.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0), epoch=other_epoch))
+        self.assertEqual((env.take(), env.exits), ([], []))
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("another Olympus epoch", rejected["reason"])
+
+    def test_unexpected_control_message(self) -> None:
+        """A message sealed by Olympus that is no control message for a replica is dropped."""
+        replica, env = self.replica(1)
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Ready(0, 1)))
+        self.assertDropped(replica, env, "unexpected Ready")
 
     def test_assignment_with_failures_refused_without_fault_injection(self) -> None:
         """An assignment carrying failures is refused by a spare started without fault injection."""
         spare, env = make_spare(CONFIG, 1)
         self.watch(env)
         assignment = make_assignment(CONFIG, 1, failures="shuttle(0,0), crash()")
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(assignment))
         self.assertIs(spare.mode, Mode.PENDING)
         self.assertIsNone(spare.configuration)
         [refused] = env.events_named("bcr.assignment_refused")
         self.assertEqual(refused["failures"], "shuttle(0,0), crash()")
         spare.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
         self.assertEqual(env.take(), [])
+        self.assertEqual(spare.state, {})
 
     def test_assignment_with_failures_refused_without_fault_plan(self) -> None:
         """Fault injection on but no way to carry failures out: refused, not silently ignored."""
         spare, env = make_spare(CONFIG, 1, fault_injection=True)
         assignment = make_assignment(CONFIG, 1, failures="shuttle(0,0), crash()")
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(assignment))
         self.assertIs(spare.mode, Mode.PENDING)
         [refused] = env.events_named("bcr.assignment_refused")
         self.assertIn("no way to build fault plans", refused["why"])
+        self.assertEqual(env.of_type(Ready), [])
 
     def test_assignment_with_failures_accepted_with_fault_injection(self) -> None:
         """With fault injection on, the failures text goes to the fault plan factory."""
@@ -853,13 +1280,16 @@ class SpareTests(ReplicaTestCase):
 
         spare, env = make_spare(CONFIG, 0, fault_injection=True, faults_factory=factory)
         assignment = make_assignment(CONFIG, 0, failures="client_request(0,0), drop()")
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(assignment, index=0))
         self.assertIs(spare.mode, Mode.ACTIVE)
         spare.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual(made, ["client_request(0,0), drop()", ("client_request", 0)])
         # A badly signed request counts too (SPEC §11.1), and is then dropped.
         spare.receive(client_address(0), ClientRequest(crypto.corrupt(PUT)))
         self.assertEqual(made[-1], ("client_request", 0))
+        self.assertEqual(len(made), 3)
+        # A request from someone not allowed to send it is not received at all.
+        spare.receive(STRANGER, ClientRequest(PUT))
         self.assertEqual(len(made), 3)
 
     def test_dropped_by_fault_hooks(self) -> None:
@@ -875,7 +1305,7 @@ class SpareTests(ReplicaTestCase):
                 return value
 
         spare, env = make_spare(CONFIG, 0, fault_injection=True, faults_factory=lambda r, t: Drop())
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 0, failures="client_request(0,0), drop()")))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 0, failures="client_request(0,0), drop()"), index=0))
         env.take()
         spare.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual(env.take(), [])
@@ -885,25 +1315,142 @@ class SpareTests(ReplicaTestCase):
         """An assignment sealed with another key than Olympus's is rejected."""
         spare, env = make_spare(CONFIG, 1)
         self.watch(env)
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(CONFIG, 1), key=STRANGER_KEY))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 1), key=STRANGER_KEY))
         self.assertIs(spare.mode, Mode.PENDING)
         self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_assignment_delivered_by_outsider(self) -> None:
+        """Olympus's genuine sealed assignment is taken only from Olympus's own key."""
+        spare, env = make_spare(CONFIG, 1)
+        self.watch(env)
+        spare.receive(STRANGER, to_spare(make_assignment(CONFIG, 1)))
+        self.assertIs(spare.mode, Mode.PENDING)
+        self.assertDropped(spare, env, "not Olympus")
 
     def test_second_assignment_ignored(self) -> None:
         """An active replica ignores another assignment."""
         replica, env = self.replica(1)
-        other = make_configuration(number=1)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(other, 0)))
+        other = wire_configuration(number=1)
+        replica.receive(
+            OLYMPUS_ADDRESS, seal_from_olympus(make_assignment(other, 0), to=replica_address(0, 1))
+        )
         self.assertEqual((replica.configuration, replica.index), (CONFIG, 1))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(make_assignment(CONFIG, 1, state={"a": "b"})))
+        self.assertEqual((replica.configuration, replica.index, replica.state), (CONFIG, 1, {}))
+        self.assertDropped(replica, env, "while active")
 
     def test_assignment_installs_state(self) -> None:
         """The assignment's state, first slot and client results are installed."""
         spare, env = make_spare(CONFIG, 2)
         assignment = make_assignment(CONFIG, 2, state={"a": "b"}, first_slot=12)
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(assignment, index=2))
         self.assertEqual((spare.state, spare.next_slot, spare.last_executed), ({"a": "b"}, 12, 11))
         self.assertEqual(spare.name, "replica 0.2")
         self.assertTrue(spare.is_tail)
+
+
+class AuthorisationTests(ReplicaTestCase):
+    """What a replica takes from whom (Replica.ACCEPTS), and what that costs an attacker."""
+
+    def test_max_message_by_role(self) -> None:
+        """Olympus and the chain may send the largest messages, clients less, anyone else very little."""
+        replica, env = self.replica(1)
+        self.assertEqual(replica.max_message_from(OLYMPUS_KEY.verify_key_bytes), MAX_MESSAGE)
+        for index in range(3):
+            self.assertEqual(
+                replica.max_message_from(replica_key(index).verify_key_bytes), MAX_MESSAGE
+            )
+        self.assertEqual(
+            replica.max_message_from(client_key(0).verify_key_bytes), MAX_CLIENT_MESSAGE
+        )
+        for key in (STRANGER_KEY, client_key(9), replica_key(0, 1)):
+            self.assertEqual(
+                replica.max_message_from(key.verify_key_bytes), MAX_STRANGER_MESSAGE
+            )
+        self.assertLess(MAX_STRANGER_MESSAGE, MAX_CLIENT_MESSAGE)
+        self.assertLess(MAX_CLIENT_MESSAGE, MAX_MESSAGE)
+
+    def test_max_message_of_spare(self) -> None:
+        """A spare knows no chain yet: only Olympus may send it large messages."""
+        spare, env = make_spare(CONFIG, 1)
+        self.assertEqual(spare.max_message_from(OLYMPUS_KEY.verify_key_bytes), MAX_MESSAGE)
+        for key in (replica_key(0), client_key(0), STRANGER_KEY):
+            self.assertEqual(spare.max_message_from(key.verify_key_bytes), MAX_STRANGER_MESSAGE)
+
+    def test_outsider_control_messages(self) -> None:
+        """
+        Olympus's genuine control messages, delivered by a stranger, do
+        nothing: no wedge, no catch-up, no running state, no shutdown.
+        """
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        for message in (WedgeRequest(0), Shutdown(0)):
+            replica.receive(STRANGER, to_spare(message))
+            self.assertDropped(replica, env, "not Olympus")
+        self.assertIs(replica.mode, Mode.ACTIVE)
+        self.assertEqual(env.exits, [])
+        # A replica passes nothing it got from Olympus on to anyone.
+        replica.receive(replica_address(0), to_spare(WedgeRequest(0)))
+        self.assertDropped(replica, env, "not Olympus")
+        self.assertIs(replica.mode, Mode.ACTIVE)
+
+    def test_outsider_messages_cause_nothing(self) -> None:
+        """Every data-plane message from a stranger is dropped, whatever it says, with no reconfiguration request."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        state, history = dict(replica.state), dict(replica.history)
+        messages = [
+            make_shuttle(CONFIG, 1, sign_request(0, 1, "put", "k", "w"), "OK", 1),
+            make_result_shuttle(CONFIG, 0, PUT, "fail"),
+            make_result_shuttle(CONFIG, 0, PUT, "OK"),
+            CheckpointMessage(checkpoint_proof(CONFIG, 0, crypto.state_hash({}), [0])),
+            CompletedCheckpoint(checkpoint_proof(CONFIG, 0, crypto.state_hash({}), [0, 1, 2])),
+            ForwardedRequest(PUT),
+            ClientRequest(PUT),
+        ]
+        for message in messages:
+            replica.receive(STRANGER, message)
+            self.assertDropped(replica, env)
+        self.assertEqual((replica.state, replica.history), (state, history))
+        self.assertEqual(list(replica._my_result_hashes), [0])
+        self.assertEqual(replica._result_cache, {})
+        self.assertEqual(replica.last_executed, 0)
+
+    def test_rejections_rate_limited_per_sender(self) -> None:
+        """
+        A flooding stranger writes at most a burst of 10 log lines per
+        10 s; the next line after that says how many were held back.
+        Other senders keep their own allowance.
+        """
+        replica, env = self.replica(1)
+        shuttle = make_shuttle(CONFIG, 0, PUT, "OK", 1)
+        for _ in range(30):
+            replica.receive(STRANGER, shuttle)
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.rejected")), 10)
+        replica.receive(replica_address(2), shuttle)
+        rejected = env.events_named("bcr.rejected")
+        self.assertEqual(len(rejected), 11)
+        self.assertEqual(rejected[-1]["peer"], replica_address(2).address)
+        env.clock.advance(10)
+        replica.receive(STRANGER, shuttle)
+        last = env.events_named("bcr.rejected")[-1]
+        self.assertEqual((last["peer"], last["suppressed"]), (STRANGER.address, 20))
+        self.assertIn("20 similar lines suppressed", formatEvent(last))
+        self.assertEqual(env.events_named("bcr.reconfiguration_request"), [])
+        self.assertEqual(replica.state, {})
+
+    def test_rejected_reason_is_clipped(self) -> None:
+        """A rejection quoting hostile text logs one short printable line."""
+        replica, env = self.replica(1)
+        sealed = to_spare(Shutdown(0), key=STRANGER_KEY)
+        sealed = attrs.evolve(sealed, signer="x\n" * 1000)
+        replica.receive(OLYMPUS_ADDRESS, sealed)
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertNotIn("\n", formatEvent(rejected))
+        self.assertLessEqual(len(rejected["reason"]), 160)
 
 
 class ShutdownTests(ReplicaTestCase):
@@ -916,7 +1463,7 @@ class ShutdownTests(ReplicaTestCase):
         replica.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
         env.take()
         env.actions.clear()
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0)))
         self.assertEqual([kind for kind, _ in env.actions], ["send", "exit"])
         sent = env.actions[0][1]
         self.assertEqual(sent.to, OLYMPUS_ADDRESS)
@@ -929,7 +1476,7 @@ class ShutdownTests(ReplicaTestCase):
         replica, env = self.replica(1)
         replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
         env.take()
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0)))
         self.assertEqual((env.take(), env.exits), ([], []))
         self.assertEqual(len(env.events_named("bcr.draining")), 1)
         replica.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
@@ -943,7 +1490,7 @@ class ShutdownTests(ReplicaTestCase):
         replica, env = self.replica(1)
         replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
         env.take()
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0)))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0)))
         env.clock.advance(CONFIG.head_timeout_ms / 1000 - 0.001)
         self.assertEqual(env.exits, [])
         env.clock.advance(0.001)
@@ -955,28 +1502,45 @@ class ShutdownTests(ReplicaTestCase):
     def test_shutdown_for_other_configuration(self) -> None:
         """A shutdown naming another configuration is ignored."""
         replica, env = self.replica(1)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(3)))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(3)))
         self.assertEqual((env.take(), env.exits), ([], []))
 
     def test_shutdown_of_spare(self) -> None:
         """An unassigned spare retired by Olympus exits with status 0 and reports nothing."""
         spare, env = make_spare(CONFIG, 1)
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(-1)))
+        spare.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(-1)))
         self.assertEqual(env.take(), [])
         self.assertEqual(env.exits[0][0], 0)
 
     def test_shutdown_not_from_olympus(self) -> None:
         """A shutdown sealed by someone else is rejected."""
         replica, env = self.replica(1)
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(Shutdown(0), key=STRANGER_KEY))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0), key=STRANGER_KEY))
         self.assertEqual(env.exits, [])
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.rejected")), 1)
+
+    def test_shutdown_delivered_by_outsider(self) -> None:
+        """Olympus's genuine shutdown replayed by a stranger retires nobody."""
+        replica, env = self.replica(1)
+        replica.receive(STRANGER, to_spare(Shutdown(0)))
+        self.assertEqual(env.exits, [])
+        self.assertDropped(replica, env, "not Olympus")
+
+    def test_shutdown_for_another_replica(self) -> None:
+        """A shutdown Olympus sealed for another replica does not retire this one."""
+        replica, env = self.replica(1)
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0), index=2))
+        self.assertEqual((env.take(), env.exits), ([], []))
+        [rejected] = env.events_named("bcr.rejected")
+        self.assertIn("another recipient", rejected["reason"])
 
 
 class SingleReplicaTests(ReplicaTestCase):
     """With t = 0 one replica is both head and tail."""
 
     def setUp(self) -> None:
-        self.config = make_configuration(t=0, clients=1, checkpt_interval=2)
+        self.config = wire_configuration(t=0, clients=1, checkpt_interval=2)
         self.replica_, self.env = self.replica(0, configuration=self.config)
 
     def test_end_to_end(self) -> None:

@@ -9,7 +9,9 @@ import hashlib
 import os
 import stat
 
+import attrs
 import nacl.encoding
+import nacl.exceptions
 import nacl.hash
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,10 +20,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_bcr import codec, crypto, messages
 from twisted_bcr.codec import BadMessage
 from twisted_bcr.crypto import BadSignature, KeyPair, Verifier
+from twisted_bcr.files import UnsafeFileError
 
 # Key generation is the slow part of these tests; one pair per role is enough.
 REPLICA = KeyPair.generate()
 OTHER = KeyPair.generate()
+
+#: An Olympus boot epoch for sealed envelopes.
+EPOCH = b"e" * 16
 
 OPERATION = messages.Operation("append", ("movie", " wars"))
 ORDER = messages.OrderStatement(
@@ -88,11 +94,45 @@ class KeyPairTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
 
     def test_load_garbage(self) -> None:
-        """A key file that is not a hex seed is refused."""
+        """A private key file that is not a hex seed is refused, naming the file."""
         path = self.mktemp()
-        with open(path, "w") as junk:
-            junk.write("not hex\n")
-        self.assertRaises(ValueError, KeyPair.load, path)
+        for junk in (b"not hex\n", b"\xff\xfe\n", b"00" * 31 + b"\n"):
+            with open(path, "wb") as junk_file:
+                junk_file.write(junk)
+            # Private, so that the refusal is about the content.
+            os.chmod(path, 0o600)
+            error = self.assertRaises(ValueError, KeyPair.load, path)
+            self.assertNotIsInstance(error, UnsafeFileError)
+            self.assertTrue(str(error).startswith(f"{path}: "), str(error))
+
+    def test_load_refuses_symlink(self) -> None:
+        """A symlink at the key's name is refused even if it points at a good key."""
+        directory = self.mktemp()
+        os.mkdir(directory)
+        real = os.path.join(directory, "real.key")
+        REPLICA.save(real)
+        link = os.path.join(directory, "olympus.key")
+        os.symlink(real, link)
+        error = self.assertRaises(UnsafeFileError, KeyPair.load, link)
+        self.assertIn("symbolic link", str(error))
+
+    def test_load_refuses_readable_by_others(self) -> None:
+        """A seed that group or others can read is refused, as ssh refuses such keys."""
+        path = self.mktemp()
+        REPLICA.save(path)
+        for mode in (0o640, 0o644, 0o604):
+            os.chmod(path, mode)
+            error = self.assertRaises(UnsafeFileError, KeyPair.load, path)
+            self.assertIn(f"{mode:04o}", str(error))
+
+    def test_save_public_half_readable(self) -> None:
+        """The .pub file is 0644 even under a strict umask: it is meant to be copied."""
+        old = os.umask(0o077)
+        self.addCleanup(os.umask, old)
+        path = self.mktemp()
+        REPLICA.save(path)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(path + ".pub").st_mode), 0o644)
 
 
 class SignAndVerifyTests(SynchronousTestCase):
@@ -213,8 +253,14 @@ class SignAndVerifyTests(SynchronousTestCase):
     def test_seal_and_open(self) -> None:
         """A sealed control message opens with the signer's key only."""
         inner = messages.WedgeRequest(configuration=3)
-        sealed = crypto.seal(REPLICA, "127.0.0.1:9000", "olympus", inner)
-        self.assertEqual((sealed.sender, sealed.signer), ("127.0.0.1:9000", "olympus"))
+        sealed = crypto.seal(
+            REPLICA, "127.0.0.1:9000", "olympus", inner,
+            recipient=OTHER.verify_key_bytes, epoch=EPOCH, configuration=3,
+        )
+        self.assertEqual(
+            (sealed.sender, sealed.signer, sealed.recipient, sealed.epoch, sealed.configuration),
+            ("127.0.0.1:9000", "olympus", OTHER.verify_key_bytes, EPOCH, 3),
+        )
         self.assertEqual(sealed.body, codec.encode(inner))
         verifier = Verifier()
         self.assertEqual(verifier.open_sealed(sealed, REPLICA.verify_key_bytes), inner)
@@ -230,15 +276,75 @@ class SignAndVerifyTests(SynchronousTestCase):
 
     def test_seal_refuses_wire_messages(self) -> None:
         """Only SEALED_MESSAGES can be sealed."""
-        self.assertRaises(ValueError, crypto.seal, REPLICA, "a", "replica", ORDER)
+        self.assertRaises(
+            ValueError, crypto.seal, REPLICA, "a", "replica", ORDER,
+            OTHER.verify_key_bytes, EPOCH,
+        )
 
     def test_open_sealed_refuses_other_bodies(self) -> None:
         """A genuinely signed statement smuggled into a Sealed is a BadMessage."""
         signed = crypto.sign(REPLICA, ORDER)
-        sealed = messages.Sealed("a", "replica", signed.body, signed.signature)
+        sealed = messages.Sealed(
+            "a", "replica", OTHER.verify_key_bytes, EPOCH, -1, signed.body, b""
+        )
+        # Signed as seal() signs (the whole envelope), so only the body is wrong.
+        sealed = attrs.evolve(
+            sealed, signature=REPLICA.sign_bytes(crypto.sealed_signing_bytes(sealed))
+        )
         self.assertRaises(
             BadMessage, Verifier().open_sealed, sealed, REPLICA.verify_key_bytes
         )
+
+    def test_open_sealed_refuses_a_statement_signature(self) -> None:
+        """
+        A statement's genuine signature over its body does not open a Sealed
+        carrying that body: the seal signs the envelope, not the body alone.
+        """
+        signed = crypto.sign(REPLICA, messages.Shutdown(1))
+        sealed = messages.Sealed(
+            "a", "replica", OTHER.verify_key_bytes, EPOCH, -1, signed.body, signed.signature
+        )
+        self.assertRaises(
+            BadSignature, Verifier().open_sealed, sealed, REPLICA.verify_key_bytes
+        )
+
+    def test_seal_signs_the_whole_envelope(self) -> None:
+        """
+        The signature is over the envelope with an empty signature field, so
+        no field (recipient, epoch, configuration, sender, signer, body) can
+        be changed without breaking it: a sealed message cannot be readdressed
+        or replayed into another Olympus boot.
+        """
+        inner = messages.Shutdown(2)
+        sealed = crypto.seal(
+            REPLICA, "here", "replica 2.0", inner,
+            recipient=OTHER.verify_key_bytes, epoch=EPOCH, configuration=2,
+        )
+        signing = crypto.sealed_signing_bytes(sealed)
+        self.assertEqual(signing, codec.encode(attrs.evolve(sealed, signature=b"")))
+        verify_key = REPLICA.signing_key.verify_key
+        verify_key.verify(signing, sealed.signature)
+        self.assertRaises(
+            nacl.exceptions.BadSignatureError, verify_key.verify, sealed.body, sealed.signature
+        )
+        verifier = Verifier()
+        self.assertEqual(verifier.open_sealed(sealed, REPLICA.verify_key_bytes), inner)
+        for changes in (
+            {"recipient": REPLICA.verify_key_bytes},
+            {"epoch": b"f" * 16},
+            {"epoch": b""},
+            {"configuration": 3},
+            {"configuration": -1},
+            {"sender": "elsewhere"},
+            {"signer": "olympus"},
+            {"body": codec.encode(messages.Shutdown(3))},
+        ):
+            tampered = attrs.evolve(sealed, **changes)
+            self.assertRaises(
+                BadSignature, verifier.open_sealed, tampered, REPLICA.verify_key_bytes
+            )
+        # The genuine envelope still opens after the forgeries were refused.
+        self.assertEqual(verifier.open_sealed(sealed, REPLICA.verify_key_bytes), inner)
 
 
 class VerifierCacheTests(SynchronousTestCase):
@@ -260,8 +366,11 @@ class VerifierCacheTests(SynchronousTestCase):
         self.assertIs(first, second)
         self.assertEqual(verifier.signature_checks, 1)
 
-    def test_negative_cached(self) -> None:
-        """A cached rejection stays a rejection and is not checked again."""
+    def test_negative_not_cached(self) -> None:
+        """
+        A bad signature is checked again every time and leaves nothing behind:
+        remembering rejections would let anyone fill our memory with garbage.
+        """
         verifier = Verifier()
         bad = crypto.corrupt(crypto.sign(REPLICA, ORDER))
         for _ in range(3):
@@ -272,7 +381,99 @@ class VerifierCacheTests(SynchronousTestCase):
                 REPLICA.verify_key_bytes,
                 messages.OrderStatement,
             )
+        self.assertEqual(verifier.signature_checks, 3)
+        self.assertEqual(verifier.cached_verdicts, 0)
+
+    def test_big_garbage_not_remembered(self) -> None:
+        """Large bodies with bad signatures (the Olympus memory attack) are not kept."""
+        verifier = Verifier()
+        signature = REPLICA.sign_bytes(b"something else")
+        for n in range(20):
+            garbage = messages.Signed(bytes([n]) * (256 * 1024), signature)
+            self.assertRaises(
+                BadSignature,
+                verifier.verify,
+                garbage,
+                REPLICA.verify_key_bytes,
+                object,
+            )
+        self.assertEqual(verifier.cached_verdicts, 0)
+        self.assertEqual(verifier.signature_checks, 20)
+
+    def test_undecodable_not_cached(self) -> None:
+        """A genuinely signed body that is not a message is refused each time, uncached."""
+        verifier = Verifier()
+        body = b"\xfe junk"
+        signed = messages.Signed(body, REPLICA.sign_bytes(body))
+        for _ in range(2):
+            self.assertRaises(
+                BadMessage, verifier.verify, signed, REPLICA.verify_key_bytes, object
+            )
+        self.assertEqual(verifier.signature_checks, 2)
+        self.assertEqual(verifier.cached_verdicts, 0)
+
+    def test_big_valid_body_not_cached(self) -> None:
+        """A valid statement above MAX_CACHED_BODY is verified every time."""
+        verifier = Verifier()
+        big = messages.OrderStatement(
+            0, 4, 1, 2, messages.Operation("put", ("k", "v" * Verifier.MAX_CACHED_BODY))
+        )
+        signed = crypto.sign(REPLICA, big)
+        self.assertGreater(len(signed.body), Verifier.MAX_CACHED_BODY)
+        for _ in range(2):
+            self.assertEqual(
+                verifier.verify(signed, REPLICA.verify_key_bytes, messages.OrderStatement),
+                big,
+            )
+        self.assertEqual(verifier.signature_checks, 2)
+        self.assertEqual(verifier.cached_verdicts, 0)
+
+    def test_body_at_bound_cached(self) -> None:
+        """A body of exactly MAX_CACHED_BODY bytes is still remembered."""
+
+        def statement(value: str) -> messages.OrderStatement:
+            return messages.OrderStatement(
+                0, 4, 1, 2, messages.Operation("put", ("k", value))
+            )
+
+        base = len(codec.encode(statement("")))
+        exact = statement("v" * (Verifier.MAX_CACHED_BODY - base))
+        signed = crypto.sign(REPLICA, exact)
+        self.assertEqual(len(signed.body), Verifier.MAX_CACHED_BODY)
+        verifier = Verifier()
+        verifier.verify(signed, REPLICA.verify_key_bytes, messages.OrderStatement)
+        verifier.verify(signed, REPLICA.verify_key_bytes, messages.OrderStatement)
         self.assertEqual(verifier.signature_checks, 1)
+        self.assertEqual(verifier.cached_verdicts, 1)
+
+    def test_trust_own_respects_bound(self) -> None:
+        """trust_own does not remember a statement too big to cache."""
+        verifier = Verifier()
+        big = messages.OrderStatement(
+            0, 4, 1, 2, messages.Operation("put", ("k", "v" * Verifier.MAX_CACHED_BODY))
+        )
+        signed = crypto.sign(REPLICA, big)
+        verifier.trust_own(signed, REPLICA.verify_key_bytes, big)
+        self.assertEqual(verifier.cached_verdicts, 0)
+        verifier.verify(signed, REPLICA.verify_key_bytes, messages.OrderStatement)
+        self.assertEqual(verifier.signature_checks, 1)
+
+    def test_never_exceeds_max_entries(self) -> None:
+        """However verdicts arrive, the cache holds at most max_entries of them."""
+        verifier = Verifier(max_entries=3)
+        key = REPLICA.verify_key_bytes
+        for n in range(10):
+            signed = crypto.sign(REPLICA, messages.Shutdown(n))
+            verifier.verify(signed, key, messages.Shutdown)
+            self.assertLessEqual(verifier.cached_verdicts, 3)
+            own = crypto.sign(REPLICA, messages.Shutdown(100 + n))
+            verifier.trust_own(own, key, messages.Shutdown(100 + n))
+            self.assertLessEqual(verifier.cached_verdicts, 3)
+            self.assertRaises(
+                BadSignature, verifier.verify, crypto.corrupt(signed), key, object
+            )
+            self.assertLessEqual(verifier.cached_verdicts, 3)
+        self.assertEqual(verifier.cached_verdicts, 3)
 
     def test_forged_body_does_not_poison(self) -> None:
         """A real signature on a forged body neither passes nor spoils the original."""
@@ -374,13 +575,16 @@ class CorruptTests(SynchronousTestCase):
 
     def test_sealed(self) -> None:
         """Sealed envelopes are corrupted the same way and keep their other fields."""
-        sealed = crypto.seal(REPLICA, "here", "replica", messages.Shutdown(1))
-        spoiled = crypto.corrupt(sealed)
-        self.assertEqual(
-            (spoiled.sender, spoiled.signer, spoiled.body),
-            (sealed.sender, sealed.signer, sealed.body),
+        sealed = crypto.seal(
+            REPLICA, "here", "replica", messages.Shutdown(1),
+            recipient=OTHER.verify_key_bytes, epoch=EPOCH, configuration=1,
         )
+        spoiled = crypto.corrupt(sealed)
+        self.assertEqual(attrs.evolve(spoiled, signature=sealed.signature), sealed)
         self.assertNotEqual(spoiled.signature, sealed.signature)
+        self.assertRaises(
+            BadSignature, Verifier().open_sealed, spoiled, REPLICA.verify_key_bytes
+        )
 
 
 class WorkedExampleTests(SynchronousTestCase):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_bcr.dictionary import FAIL, OK, OPERATIONS, apply_operation
+from twisted_bcr.dictionary import FAIL, OK, OPERATIONS, apply_operation, operation_problem
 
 
 def run(state: dict[str, str], *operations: tuple[str, tuple[str, ...]]) -> list[str]:
@@ -203,6 +203,50 @@ class ErrorTests(SynchronousTestCase):
         state = {"k": "v"}
         self.assertRaises(ValueError, apply_operation, state, "put", ("k",))
         self.assertEqual(state, {"k": "v"})
+
+
+class OperationProblemTests(SynchronousTestCase):
+    """
+    L{operation_problem} says beforehand, without a state, whether
+    L{apply_operation} would refuse an operation (the head asks it before
+    giving a request a slot).
+    """
+
+    def test_executable(self) -> None:
+        """Every operation of the table with its argument count has no problem, whatever the values."""
+        for name, count in OPERATIONS.items():
+            self.assertIsNone(operation_problem(name, ("x",) * count))
+        # A slice text that fails at execution is still executable.
+        self.assertIsNone(operation_problem("slice", ("k", "not a range")))
+
+    def test_unknown(self) -> None:
+        """An unknown name is a problem naming it, as apply_operation's error does."""
+        for args in [(), ("x",), ("k", "v")]:
+            problem = operation_problem("foo", args)
+            self.assertIsNotNone(problem)
+            error = self.assertRaises(ValueError, apply_operation, {}, "foo", args)
+            self.assertEqual(problem, str(error))
+
+    def test_wrong_count(self) -> None:
+        """A known operation with the wrong argument count is the same problem apply_operation raises."""
+        for name, args in [("get", ()), ("get", ("a", "b")), ("put", ("a",)), ("slice", ())]:
+            problem = operation_problem(name, args)
+            self.assertIsNotNone(problem)
+            error = self.assertRaises(ValueError, apply_operation, {}, name, args)
+            self.assertEqual(problem, str(error))
+
+    @given(
+        st.sampled_from(sorted(OPERATIONS)) | st.text(max_size=8),
+        st.lists(st.text(max_size=4), max_size=3).map(tuple),
+    )
+    def test_agrees_with_apply(self, name: str, args: tuple[str, ...]) -> None:
+        """No problem exactly when apply_operation does not raise."""
+        try:
+            apply_operation({}, name, args)
+        except ValueError as e:
+            self.assertEqual(operation_problem(name, args), str(e))
+        else:
+            self.assertIsNone(operation_problem(name, args))
 
 
 _text = st.text(max_size=12)

@@ -16,10 +16,13 @@ from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from twisted_bcr.config import Case, parse_case, parse_case_text
-from twisted_bcr.core.common import Mode
-from twisted_bcr.simulation import SimulatedCluster, simulate
+from twisted_bcr.core.common import MAX_STRANGER_MESSAGE, Mode
+from twisted_bcr.interfaces import IMachine
+from twisted_bcr.peers import Peer
+from twisted_bcr.simulation import SimulatedCluster, seeded_key, simulate
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "etc", "cases")
 
@@ -687,3 +690,146 @@ class ExampleCaseTests(FaultCaseTestCase):
         )
         self.assertGreaterEqual(second["quorums_tried"], 2)
         self.assertNotIn(1, second["quorum"])
+
+
+# ---------------------------------------------------------------------------
+# An outsider replaying everything
+
+
+@implementer(IMachine)
+class _Recorder:
+    """The machine of an outsider's node: it only records what reaches it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[Peer, object]] = []
+
+    def start(self) -> None:
+        pass
+
+    def receive(self, sender: Peer, message: object) -> None:
+        self.received.append((sender, message))
+
+    def timer_expired(self, key: str) -> None:
+        pass
+
+    def max_message_from(self, key: bytes) -> int:
+        return MAX_STRANGER_MESSAGE
+
+
+@attrs.define
+class ReplayRun:
+    """A run in which a stranger replayed every frame, and what it saw."""
+
+    run: Run
+    #: node -> how many bcr.rejected lines it wrote about the stranger.
+    rejected: dict[str, int]
+    #: (node, slot) of every bcr.execute event, in order.
+    executed: list[tuple[str, int]]
+    replayed: int
+    #: What reached the stranger's own node.
+    received: list[tuple[Peer, object]]
+
+
+def run_with_replaying_stranger(case: Case) -> ReplayRun:
+    """
+    Simulate C{case} with an outsider in the network: a node with a valid
+    key of its own, admitted nowhere, that sends a copy of every frame
+    anybody sends to the same recipient, right after the original.
+    """
+    clusters: list[SimulatedCluster] = []
+    applied: list[tuple[str, str, str]] = []
+    checkpoints: list[tuple[str, int]] = []
+    rejected: dict[str, int] = {}
+    executed: list[tuple[str, int]] = []
+    replayed = [0]
+    recorder = _Recorder()
+
+    def observe(event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == "bcr.fault_applied":
+            applied.append((event["node"], event["pair"], event["point"]))
+        elif name == "bcr.checkpoint_completed":
+            checkpoints.append((event["node"], event["slot"]))
+        elif name == "bcr.execute":
+            executed.append((event["node"], event["slot"]))
+        elif name == "bcr.rejected" and event.get("peer") == STRANGER:
+            rejected[event["node"]] = rejected.get(event["node"], 0) + 1
+
+    def prepare(cluster: SimulatedCluster) -> None:
+        clusters.append(cluster)
+        network = cluster.network
+        for node in network.nodes.values():
+            node.publisher.addObserver(observe)
+        key = seeded_key(cluster.seed, "an outsider")
+        network.add_node(STRANGER, [], key.verify_key_bytes).machine = recorder
+        transmit = network.transmit
+
+        def transmit_and_replay(sender: str, to: Peer, frame: bytes) -> None:
+            transmit(sender, to, frame)
+            if sender != STRANGER:
+                replayed[0] += 1
+                transmit(STRANGER, to, frame)
+
+        network.transmit = transmit_and_replay  # type: ignore[method-assign]
+
+    summary = simulate(case, 0, prepare=prepare)
+    run = Run(summary, clusters[0], applied, checkpoints)
+    return ReplayRun(run, rejected, executed, replayed[0], recorder.received)
+
+
+#: The stranger's node address in L{run_with_replaying_stranger}.
+STRANGER = "stranger"
+
+
+class OutsiderTests(FaultCaseTestCase):
+    """
+    An outsider with a valid key of its own that replays every message it
+    sees, to the same recipient (shuttles, result shuttles, checkpoints,
+    Olympus's sealed control messages, replicas' sealed reports, results
+    to clients), changes nothing: no reconfiguration, no fault fires early,
+    the same results and final dictionaries; every copy is dropped.
+    """
+
+    def assertIgnored(self, replay: ReplayRun) -> None:
+        """The stranger was heard by (and rejected at) every kind of node, and got nothing."""
+        self.assertGreater(replay.replayed, 0)
+        nodes = set(replay.rejected)
+        self.assertIn("olympus", nodes)
+        self.assertTrue(any(n.startswith("replica ") for n in nodes), nodes)
+        self.assertTrue(any(n.startswith("client") for n in nodes), nodes)
+        # The logs stay bounded: a burst of 10 lines per node, and a few
+        # more as tokens come back, however many copies arrive.
+        duration = replay.run.cluster.network.clock.seconds()
+        for node, count in replay.rejected.items():
+            self.assertLessEqual(count, 10 * (1 + duration / 10) + 1, node)
+        self.assertEqual(replay.received, [])
+
+    def test_failure_free(self) -> None:
+        """The failure-free run is exactly that, replays and all."""
+        replay = run_with_replaying_stranger(make_case("outsider_replays", {}))
+        self.assertOutcome(replay.run, fired=[], reconfigurations=0)
+        self.assertIgnored(replay)
+        # Every slot executed once per replica.
+        self.assertEqual(len(replay.executed), len(set(replay.executed)))
+        self.assertEqual(len(replay.executed), 3 * len(RESULTS))
+
+    def test_replays_count_for_no_trigger(self) -> None:
+        """
+        The middle replica crashes on its third shuttle (shuttle(0,2)), as
+        without the stranger: replayed shuttles do not count, so it executes
+        slots 0 and 1 first, and the outcome is that of CrashTests.
+        """
+        replay = run_with_replaying_stranger(
+            make_case("outsider_crash_middle", {"0,1": "shuttle(0,2), crash()"})
+        )
+        result = replay.run
+        self.assertOutcome(
+            result, fired=[pair(0, 1, "shuttle(0,2)", "crash()")], reconfigurations=1,
+            reason="timeout",
+        )
+        self.assertNotIn("replica 0.1", result.record["requested_by"])
+        self.assertEqual(result.exit_status(0, 1), 255)
+        self.assertEqual(
+            [slot for node, slot in replay.executed if node == "replica 0.1"], [0, 1]
+        )
+        self.assertIgnored(replay)

@@ -23,19 +23,21 @@ from zope.interface.verify import verifyObject
 
 from tests.fakes import (
     OLYMPUS_ADDRESS,
+    STRANGER,
     client_address,
     make_assignment,
-    make_configuration,
     make_replica,
     make_result_shuttle,
     make_shuttle,
     make_spare,
+    reconfiguration_requests,
     replica_address,
     replica_key,
     request_of,
     result_proof,
     seal_from_olympus,
     sign_request,
+    wire_configuration,
 )
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import FAILURES, TRIGGERS
@@ -50,6 +52,7 @@ from twisted_bcr.messages import (
     HistoryEntry,
     Operation,
     OrderStatement,
+    Ready,
     ResultMessage,
     ResultStatement,
     Shuttle,
@@ -112,8 +115,8 @@ GLOBAL = (
 
 REGISTRY = load_registry()
 
-T1 = make_configuration(t=1)
-T2 = make_configuration(t=2)
+T1 = wire_configuration(t=1)
+T2 = wire_configuration(t=2)
 REQUEST = sign_request(0, 3, "append", "k", "v")
 
 
@@ -783,6 +786,7 @@ class ReplicaMisbehaviourTests(SynchronousTestCase):
     def test_sleep_before_processing(self) -> None:
         """sleep(ms) stalls the process before the triggering message is handled."""
         replica, env = faulty_replica(1, "shuttle(0,0), sleep(250)")
+        env.actions.clear()
         replica.receive(replica_address(0), make_shuttle(T1, 0, REQUEST, "fail", 1))
         self.assertEqual([kind for kind, _ in env.actions], ["stall", "send"])
         self.assertEqual(env.stalls, [0.25])
@@ -835,42 +839,110 @@ class ReplicaMisbehaviourTests(SynchronousTestCase):
             request = sign_request(0, slot, "put", "k", str(slot))
             replica.receive(replica_address(0), make_shuttle(T1, slot, request, "OK", 1))
         env.take()
-        replica.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0)))
+        replica.receive(
+            OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(0), to=replica_address(1))
+        )
         [wedged] = env.of_type(Wedged)
         self.assertEqual([entry.slot for entry in wedged.history], [0, 1])
         self.assertEqual(sorted(replica.history), [0, 1, 2])
 
     def test_new_configuration_drop_stays_pending(self) -> None:
         """A replica that drops its new_configuration stays PENDING and ignores wedge requests."""
-        configuration = make_configuration(number=1)
+        configuration = wire_configuration(number=1)
         spare, env = make_spare(
             configuration, 1, fault_injection=True, faults_factory=fault_plan_factory(REGISTRY)
         )
         assignment = make_assignment(configuration, 1, failures="new_configuration(0), drop()")
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment, to=replica_address(1, 1)))
         self.assertIs(spare.mode, Mode.PENDING)
+        # It did not take up its position, so it does not claim to be ready.
+        self.assertEqual(env.of_type(Ready), [])
         env.take()
         put = sign_request(0, 0, "put", "k", "v")
         spare.receive(replica_address(0, 1), make_shuttle(configuration, 0, put, "OK", 1))
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(1)))
+        spare.receive(
+            OLYMPUS_ADDRESS, seal_from_olympus(WedgeRequest(1), to=replica_address(1, 1))
+        )
         self.assertIs(spare.mode, Mode.PENDING)
         self.assertEqual(env.take(), [])
+        self.assertEqual(spare.state, {})
+        reasons = [e["reason"] for e in env.events_named("bcr.rejected")]
+        self.assertEqual(len(reasons), 2, reasons)
+        self.assertTrue(reasons[0].startswith("dropped shuttle"), reasons)
+        self.assertIn("pending", reasons[0])
+        self.assertIn("wedge_request while pending", reasons[1])
 
     def test_new_configuration_extra_op(self) -> None:
         """new_configuration(0), extra_op() acts on the state just installed."""
-        configuration = make_configuration(number=1)
+        configuration = wire_configuration(number=1)
         spare, env = make_spare(
             configuration, 2, fault_injection=True, faults_factory=fault_plan_factory(REGISTRY)
         )
         assignment = make_assignment(
             configuration, 2, state={"k": "v"}, failures="new_configuration(0), extra_op()"
         )
-        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment))
+        spare.receive(OLYMPUS_ADDRESS, seal_from_olympus(assignment, to=replica_address(2, 1)))
         self.assertIs(spare.mode, Mode.ACTIVE)
         self.assertEqual(spare.state, {"a": "a", "k": "v"})
+        self.assertEqual(env.of_type(Ready), [Ready(1, 2)])
 
     def test_no_new_configuration_in_configuration_zero(self) -> None:
         """The set-up of configuration 0 is not a new-configuration message."""
         replica, env = faulty_replica(2, "new_configuration(0), extra_op()")
         self.assertIs(replica.mode, Mode.ACTIVE)
         self.assertEqual(replica.state, {})
+
+
+class UnauthorisedMessagesTests(SynchronousTestCase):
+    """
+    Messages a replica drops because of who sent them are not received in
+    the sense of SPEC §11.1: they count for no trigger, so an outsider
+    cannot fire (or use up) a replica's failures.
+    """
+
+    def test_outsider_shuttle_does_not_count(self) -> None:
+        """A stranger's copy of the m'th shuttle neither fires the failure nor takes its place."""
+        replica, env = faulty_replica(1, "shuttle(0,0), crash()")
+        put = sign_request(0, 0, "put", "k", "v")
+        shuttle = make_shuttle(T1, 0, put, "OK", 1)
+        replica.receive(STRANGER, shuttle)
+        self.assertEqual(env.exits, [])
+        self.assertEqual(env.events_named("bcr.fault_fired"), [])
+        self.assertEqual((env.sent, replica.state), ([], {}))
+        replica.receive(replica_address(0), shuttle)
+        self.assertEqual([status for status, _ in env.exits], [CRASH_STATUS])
+        self.assertEqual(len(env.events_named("bcr.fault_fired")), 1)
+
+    def test_shuttle_from_wrong_position_does_not_count(self) -> None:
+        """A chain member that is not the predecessor cannot trigger a shuttle failure either."""
+        replica, env = faulty_replica(1, "shuttle(0,0), extra_op()")
+        put = sign_request(0, 0, "put", "k", "v")
+        shuttle = make_shuttle(T1, 0, put, "OK", 1)
+        replica.receive(replica_address(2), shuttle)
+        self.assertEqual(replica.state, {})
+        self.assertEqual(env.events_named("bcr.fault_fired"), [])
+        self.assertEqual(reconfiguration_requests(env), [])
+        replica.receive(replica_address(0), shuttle)
+        self.assertEqual(replica.state, {"a": "a", "k": "v"})
+
+    def test_outsider_control_message_does_not_count(self) -> None:
+        """A wedge request sealed by Olympus but delivered by a stranger counts for nothing."""
+        replica, env = faulty_replica(1, "wedge_request(0), crash()")
+        wedge = seal_from_olympus(WedgeRequest(0), to=replica_address(1))
+        replica.receive(STRANGER, wedge)
+        self.assertEqual((env.exits, env.sent), ([], []))
+        self.assertIs(replica.mode, Mode.ACTIVE)
+        replica.receive(OLYMPUS_ADDRESS, wedge)
+        self.assertEqual([status for status, _ in env.exits], [CRASH_STATUS])
+
+    def test_result_shuttle_from_predecessor_does_not_count(self) -> None:
+        """A result shuttle from the predecessor is dropped before any trigger counts it."""
+        replica, env = faulty_replica(1, "result_shuttle(0,0), crash()")
+        get = sign_request(0, 0, "get", "k")
+        replica.receive(replica_address(0), make_shuttle(T1, 0, get, "", 1))
+        env.take()
+        incoming = make_result_shuttle(T1, 0, get, "")
+        replica.receive(replica_address(0), incoming)
+        self.assertEqual((env.exits, env.sent), ([], []))
+        replica.receive(replica_address(2), incoming)
+        self.assertEqual([status for status, _ in env.exits], [CRASH_STATUS])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from twisted.logger import Logger, LogLevel, LogPublisher, eventsFromJSONLogFile
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_bcr.files import UnsafeFileError
 from twisted_bcr.logs import LogFiles, event_as_text
 
 
@@ -85,6 +87,68 @@ class LogFilesTests(SynchronousTestCase):
         with open(self.files.json_path, encoding="utf-8") as f:
             [event] = list(eventsFromJSONLogFile(f))
         self.assertIn("ZeroDivisionError", event["failure"])
+
+
+class LogFilesPrivacyTests(SynchronousTestCase):
+    """The log files hold the replicated state: private, and never redirected."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        self.victim = os.path.join(outside, "victim")
+        with open(self.victim, "w", encoding="utf-8") as f:
+            f.write("precious\n")
+
+    def test_created_0600_despite_umask(self) -> None:
+        """Both files are created 0600 even with an empty umask."""
+        old = os.umask(0)
+        self.addCleanup(os.umask, old)
+        files = LogFiles(self.directory, "replica-0.1")
+        self.addCleanup(files.close)
+        for path in (files.json_path, files.text_path):
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    def test_appends_and_tightens(self) -> None:
+        """A world-readable log left by an older run is appended to and made 0600."""
+        text_path = os.path.join(self.directory, "olympus.log")
+        with open(text_path, "w", encoding="utf-8") as f:
+            f.write("old line\n")
+        os.chmod(text_path, 0o644)
+        files = LogFiles(self.directory, "olympus")
+        Logger(observer=LogPublisher(files)).info("new line")
+        files.close()
+        self.assertEqual(stat.S_IMODE(os.stat(text_path).st_mode), 0o600)
+        with open(text_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], "old line")
+        self.assertTrue(lines[1].endswith("new line"))
+
+    def test_symlink_refused(self) -> None:
+        """A symlink planted at either name is refused and its target untouched."""
+        for suffix in (".json", ".log"):
+            stem = f"planted{suffix[1:]}"
+            os.symlink(self.victim, os.path.join(self.directory, stem + suffix))
+            error = self.assertRaises(UnsafeFileError, LogFiles, self.directory, stem)
+            self.assertIn("symbolic link", str(error))
+        with open(self.victim, encoding="utf-8") as f:
+            self.assertEqual(f.read(), "precious\n")
+
+    def test_refusal_closes_first_file(self) -> None:
+        """When the text file is refused, the JSON file opened before it is closed."""
+        os.symlink(self.victim, os.path.join(self.directory, "x.log"))
+        opened: list[object] = []
+        real_fdopen = os.fdopen
+
+        def spy(*args: object, **kwargs: object) -> object:
+            f = real_fdopen(*args, **kwargs)  # type: ignore[call-overload]
+            opened.append(f)
+            return f
+
+        self.patch(os, "fdopen", spy)
+        self.assertRaises(UnsafeFileError, LogFiles, self.directory, "x")
+        self.assertTrue(all(f.closed for f in opened))  # type: ignore[attr-defined]
 
 
 class TextFormatTests(SynchronousTestCase):

@@ -24,9 +24,13 @@ from twisted.logger import ILogObserver, eventsFromJSONLogFile
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from twisted_bcr import crypto
 from twisted_bcr.interfaces import IMachine
 from twisted_bcr.messages import ErrorMessage
-from twisted_bcr.net.node import TcpNode, parse_address
+from twisted_bcr.net.framing import DEFAULT_MAX_FRAME
+from twisted_bcr.net.handshake import Handshake
+from twisted_bcr.net.node import HANDSHAKE_TIMEOUT_S, TcpNode, parse_address
+from twisted_bcr.peers import Peer
 
 #: Bound on every real-network wait in these tests.
 TIMEOUT_S = 10.0
@@ -42,7 +46,7 @@ class RecordingMachine:
     """Records what its node delivers; can be told to fail."""
 
     def __init__(self, fail_on: Callable[[object], bool] = lambda m: False) -> None:
-        self.received: list[tuple[str, Any]] = []
+        self.received: list[tuple[Peer, Any]] = []
         self.timers: list[str] = []
         self.started = False
         self._fail_on = fail_on
@@ -51,7 +55,10 @@ class RecordingMachine:
     def start(self) -> None:
         self.started = True
 
-    def receive(self, sender: str, message: object) -> None:
+    def max_message_from(self, key: bytes) -> int:
+        return DEFAULT_MAX_FRAME
+
+    def receive(self, sender: Peer, message: object) -> None:
         if self._fail_on(message):
             raise RuntimeError(f"machine bug on {message!r}")
         self.received.append((sender, message))
@@ -103,6 +110,27 @@ class EventWaiter:
         return d
 
 
+def key_of(name: str) -> crypto.KeyPair:
+    """A fixed key per test node name."""
+    return crypto.KeyPair.from_seed(codec_seed(name))
+
+
+def codec_seed(name: str) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(f"test_node/{name}".encode()).digest()
+
+
+def peer(node: TcpNode) -> Peer:
+    """How others address C{node}: where it listens and the key it proves."""
+    return Peer(node.address, node._key.verify_key_bytes)
+
+
+def somewhere(address: str) -> Peer:
+    """A peer at C{address} with some key."""
+    return Peer(address, key_of(address).verify_key_bytes)
+
+
 class ParseAddressTests(SynchronousTestCase):
     """L{parse_address} reads the node addresses the core uses."""
 
@@ -133,6 +161,7 @@ class OfflineNodeTests(SynchronousTestCase):
         self.node = TcpNode(
             self.reactor,
             "test",
+            key=key_of("test"),
             clock=self.clock,
             observers=[self.events],
             exit_process=self.exits.append,
@@ -202,7 +231,10 @@ class OfflineNodeTests(SynchronousTestCase):
         def already_stopping() -> None:
             raise ReactorNotRunning("Can't stop reactor that isn't running.")
 
-        node = TcpNode(self.reactor, "stopping", clock=self.clock, stop_reactor=already_stopping)
+        node = TcpNode(
+            self.reactor, "stopping", key=key_of("stopping"), clock=self.clock,
+            stop_reactor=already_stopping,
+        )
         node.attach(RecordingMachine())
         node.exit(0, "retired")
         # An error left in a Deferred is only logged once it is collected.
@@ -217,7 +249,7 @@ class OfflineNodeTests(SynchronousTestCase):
 
     def test_send_to_bad_address(self) -> None:
         """Sending to something that is not an address is logged, not raised."""
-        self.node.send("not an address", message(0))
+        self.node.send(somewhere("not an address"), message(0))
         [failed] = self.events.named("bcr.send_failed")
         self.assertEqual(failed["peer"], "not an address")
         self.assertEqual(self.reactor.tcpClients, [])
@@ -225,8 +257,8 @@ class OfflineNodeTests(SynchronousTestCase):
     def test_one_connection_per_destination(self) -> None:
         """Messages to one address share one connection attempt."""
         for seq in range(3):
-            self.node.send("127.0.0.1:7000", message(seq))
-        self.node.send("127.0.0.1:7001", message(9))
+            self.node.send(somewhere("127.0.0.1:7000"), message(seq))
+        self.node.send(somewhere("127.0.0.1:7001"), message(9))
         self.assertEqual(
             [(host, port) for host, port, *_ in self.reactor.tcpClients],
             [("127.0.0.1", 7000), ("127.0.0.1", 7001)],
@@ -235,17 +267,18 @@ class OfflineNodeTests(SynchronousTestCase):
     def test_queue_bounded(self) -> None:
         """Past the queue bound, new messages to a connecting peer are dropped and logged."""
         node = TcpNode(
-            self.reactor, "small", clock=self.clock, observers=[self.events], max_queue=2
+            self.reactor, "small", key=key_of("small"), clock=self.clock,
+            observers=[self.events], max_queue=2,
         )
         for seq in range(3):
-            node.send("127.0.0.1:7000", message(seq))
+            node.send(somewhere("127.0.0.1:7000"), message(seq))
         [failed] = self.events.named("bcr.send_failed")
         self.assertEqual(failed["dropped"], 1)
 
     def test_send_after_close(self) -> None:
         """A closed node drops what it is asked to send, with a log line."""
         self.successResultOf(ensureDeferred(self.node.close()))
-        self.node.send("127.0.0.1:7000", message(0))
+        self.node.send(somewhere("127.0.0.1:7000"), message(0))
         self.assertEqual(len(self.events.named("bcr.send_failed")), 1)
         self.assertEqual(self.reactor.tcpClients, [])
 
@@ -266,6 +299,7 @@ class LoopbackNodeTests(TestCase):
         from twisted.internet import reactor
 
         events = EventWaiter()
+        kwargs.setdefault("key", key_of(name))
         node = TcpNode(reactor, name, listen=listen, observers=[events], **kwargs)
         machine = machine or RecordingMachine()
         node.attach(machine)
@@ -283,38 +317,41 @@ class LoopbackNodeTests(TestCase):
         sender, _, _ = await self.make_node("a")
         receiver, machine, _ = await self.make_node("b")
         for seq in range(500):
-            sender.send(receiver.address, message(seq))
+            sender.send(peer(receiver), message(seq))
         await self.bounded(machine.wait_for(500))
         self.assertEqual([m.seq for _, m in machine.received], list(range(500)))
-        self.assertEqual(len({peer for peer, _ in machine.received}), 1)
+        # Each came with the key the sender proved it holds.
+        self.assertEqual(
+            {sent_by.key for sent_by, _ in machine.received}, {key_of("a").verify_key_bytes}
+        )
         self.assertTrue(machine.started)
 
     async def test_dead_address(self) -> None:
         """A send to an address nobody listens on is logged and does not raise."""
         gone, _, _ = await self.make_node("gone")
-        address = gone.address
+        address = peer(gone)
         await gone.close()
         sender, _, events = await self.make_node("a")
         sender.send(address, message(0))
         sender.send(address, message(1))
         failed = await self.bounded(events.wait_for("bcr.send_failed"))
-        self.assertEqual(failed["peer"], address)
+        self.assertEqual(failed["peer"], address.address)
         self.assertEqual(failed["dropped"], 2)
 
     async def test_reconnect_after_peer_restart(self) -> None:
         """After a peer goes away, a later send opens a fresh connection to it."""
         sender, _, events = await self.make_node("a")
         first, first_machine, _ = await self.make_node("b")
-        sender.send(first.address, message(0))
+        sender.send(peer(first), message(0))
         await self.bounded(first_machine.wait_for(1))
         port = parse_address(first.address)[1]
         await first.close()
         await self.bounded(events.wait_for("bcr.connection_closed"))
         second, second_machine, _ = await self.make_node(
-            "b2", listen=f"tcp:{port}:interface=127.0.0.1"
+            "b2", listen=f"tcp:{port}:interface=127.0.0.1", key=key_of("b")
         )
         self.assertEqual(second.address, first.address)
-        sender.send(second.address, message(1))
+        sender.send(peer(second), message(1))
         await self.bounded(second_machine.wait_for(1))
         self.assertEqual([m.seq for _, m in second_machine.received], [1])
 
@@ -325,7 +362,7 @@ class LoopbackNodeTests(TestCase):
             "b", RecordingMachine(fail_on=lambda m: m.seq == 0)  # type: ignore[attr-defined]
         )
         for seq in range(3):
-            sender.send(receiver.address, message(seq))
+            sender.send(peer(receiver), message(seq))
         await self.bounded(machine.wait_for(2))
         self.assertEqual([m.seq for _, m in machine.received], [1, 2])
         self.assertEqual(receiver.machine_errors, 1)
@@ -337,8 +374,9 @@ class LoopbackNodeTests(TestCase):
         from twisted.internet import reactor
 
         host, port = parse_address(receiver.address)
-        protocol = Protocol()
+        protocol = HandshakingClient(key_of("raw"), peer(receiver).key)
         await connectProtocol(TCP4ClientEndpoint(reactor, host, port), protocol)
+        await self.bounded(protocol.authenticated)
         protocol.transport.write(struct.pack(">I", 3) + b"\xff\xfe\xfd")  # type: ignore[union-attr]
         rejected = await self.bounded(events.wait_for("bcr.rejected"))
         protocol.transport.loseConnection()  # type: ignore[union-attr]
@@ -353,9 +391,9 @@ class LoopbackNodeTests(TestCase):
             "a", stop_reactor=lambda: stopped.callback(None)
         )
         for seq in range(50):
-            sender.send(receiver.address, message(seq))
+            sender.send(peer(receiver), message(seq))
         sender.exit(0, "retired")
-        sender.send(receiver.address, message(99))
+        sender.send(peer(receiver), message(99))
         await self.bounded(stopped)
         await self.bounded(machine.wait_for(50))
         self.assertEqual([m.seq for _, m in machine.received], list(range(50)))
@@ -376,3 +414,114 @@ class LoopbackNodeTests(TestCase):
         self.assertEqual(hello["log_namespace"], "bcr.files")
         with open(os.path.join(log_dir, "x-files.log"), encoding="utf-8") as f:
             self.assertIn("hello world", f.read())
+
+
+class HandshakingClient(Protocol):
+    """A raw connection that does the handshake by hand, then writes what a test says."""
+
+    def __init__(self, key: crypto.KeyPair, expected: bytes) -> None:
+        self.handshake = Handshake(key, initiator=True, nonce=os.urandom(32))
+        self.expected = expected
+        self.buffer = b""
+        self.authenticated: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.send_frame(self.handshake.hello_frame)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.transport.write(struct.pack(">I", len(frame)) + frame)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 4 and self.handshake.peer_key is None:
+            (length,) = struct.unpack(">I", self.buffer[:4])
+            if len(self.buffer) < 4 + length:
+                return
+            frame, self.buffer = self.buffer[4 : 4 + length], self.buffer[4 + length :]
+            answer = self.handshake.receive(frame)
+            if answer is not None:
+                self.send_frame(answer)
+            if self.handshake.peer_key is not None:
+                assert self.handshake.peer_key == self.expected
+                self.authenticated.callback(None)
+
+
+class RawClient(Protocol):
+    """A raw connection that writes whatever it is told and notes when it is closed."""
+
+    def __init__(self) -> None:
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(None)
+
+
+class AuthenticationTests(LoopbackNodeTests):
+    """Every connection proves its key before anything it carries counts."""
+
+    async def test_impostor_gets_nothing(self) -> None:
+        """A process at the address that holds another key receives nothing."""
+        impostor, machine, _ = await self.make_node("impostor")
+        sender, _, events = await self.make_node("a")
+        expected = Peer(impostor.address, key_of("the real one").verify_key_bytes)
+        sender.send(expected, message(0))
+        sender.send(expected, message(1))
+        failed = await self.bounded(events.wait_for("bcr.send_failed"))
+        self.assertEqual(failed["dropped"], 2)
+        [handshake] = events.named("bcr.handshake_failed")
+        self.assertIn("another key", handshake["reason"])
+        self.assertEqual(machine.received, [])
+
+    async def test_garbage_before_handshake(self) -> None:
+        """Bytes that are not a handshake end the connection; nothing is delivered."""
+        receiver, machine, events = await self.make_node("b")
+        from twisted.internet import reactor
+
+        host, port = parse_address(receiver.address)
+        raw = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, host, port), raw)
+        raw.transport.write(struct.pack(">I", 3) + b"\xff\xfe\xfd")  # type: ignore[union-attr]
+        await self.bounded(raw.closed)
+        self.assertEqual(len(events.named("bcr.handshake_failed")), 1)
+        self.assertEqual(machine.received, [])
+
+    async def test_oversized_before_handshake(self) -> None:
+        """Before its handshake a peer cannot make the node buffer a big frame."""
+        receiver, machine, events = await self.make_node("b")
+        from twisted.internet import reactor
+
+        host, port = parse_address(receiver.address)
+        raw = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, host, port), raw)
+        raw.transport.write(struct.pack(">I", 4 * 1024 * 1024 - 1) + b"x" * 1024)  # type: ignore[union-attr]
+        await self.bounded(raw.closed)
+        [rejected] = events.named("bcr.rejected")
+        self.assertEqual(rejected["reason"], "oversized frame")
+        self.assertEqual(machine.received, [])
+
+    async def test_silent_connection_dropped(self) -> None:
+        """A connection that never completes its handshake is closed at the deadline."""
+        clock = Clock()
+        receiver, machine, events = await self.make_node("b", clock=clock)
+        from twisted.internet import reactor
+
+        host, port = parse_address(receiver.address)
+        raw = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, host, port), raw)
+        await self.bounded(_until(lambda: receiver._unauthenticated == 1))
+        clock.advance(HANDSHAKE_TIMEOUT_S)
+        await self.bounded(raw.closed)
+        [failed] = events.named("bcr.handshake_failed")
+        self.assertEqual(failed["reason"], "no handshake in time")
+        self.assertEqual(receiver._unauthenticated, 0)
+
+
+def _until(condition: Callable[[], bool]) -> Deferred[None]:
+    """Fires once C{condition()} holds, checked on every reactor turn."""
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+
+    loop = LoopingCall(lambda: loop.stop() if condition() else None)
+    done: Deferred[None] = loop.start(0.01, now=True).addCallback(lambda _: None)
+    del reactor
+    return done

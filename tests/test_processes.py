@@ -30,6 +30,7 @@ from twisted_bcr.faults import load_registry
 from twisted_bcr.launch import (
     ReadyInfo,
     _child_environment,
+    _peak_memory_kib,
     _write_case_file,
     case_file_text,
     case_stem,
@@ -37,7 +38,15 @@ from twisted_bcr.launch import (
     run_case_blocking,
     twistd_command,
 )
-from twisted_bcr.messages import ClientRequest, Operation, Request
+from twisted_bcr.messages import (
+    ClientRequest,
+    Operation,
+    RegisterClient,
+    RegisterReplica,
+    Request,
+    Shuttle,
+)
+from twisted_bcr.net.handshake import Handshake
 from twisted_bcr.net.node import parse_address
 
 CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "cases")
@@ -84,14 +93,50 @@ def poll(predicate: Callable[[], bool], seconds: float = WAIT_S) -> Deferred[Any
 
 
 class _Sender(Protocol):
-    """Writes some bytes, optionally closes, and notes when the connection ends."""
+    """
+    An outsider with a fresh key pair of its own: it completes the
+    connection handshake (unless told not to), then writes some bytes,
+    optionally closes, and notes when the connection ends.
+    """
 
-    def __init__(self, data: bytes, close: bool) -> None:
+    def __init__(
+        self, data: bytes, close: bool, handshake: bool = True,
+        key: crypto.KeyPair | None = None,
+    ) -> None:
         self.data = data
         self.close = close
+        self.key = key or crypto.KeyPair.generate()
+        self.handshake = (
+            Handshake(self.key, initiator=True, nonce=os.urandom(32)) if handshake else None
+        )
+        self.buffer = b""
         self.ended: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
+        if self.handshake is None:
+            self.attack()
+        else:
+            self.frame(self.handshake.hello_frame)
+
+    def frame(self, body: bytes) -> None:
+        self.transport.write(struct.pack(">I", len(body)) + body)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while self.handshake is not None and self.handshake.peer_key is None:
+            if len(self.buffer) < 4:
+                return
+            (length,) = struct.unpack(">I", self.buffer[:4])
+            if len(self.buffer) < 4 + length:
+                return
+            body, self.buffer = self.buffer[4 : 4 + length], self.buffer[4 + length :]
+            answer = self.handshake.receive(body)
+            if answer is not None:
+                self.frame(answer)
+            if self.handshake.peer_key is not None:
+                self.attack()
+
+    def attack(self) -> None:
         self.transport.write(self.data)  # type: ignore[union-attr]
         if self.close:
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -178,9 +223,11 @@ class RunCaseTests(TestCase):
 
     async def test_hostile_input(self) -> None:
         """
-        Garbage, an oversized length prefix, a truncated frame and a forged
-        client request sent to a live replica are each logged as rejected,
-        and the run still passes.
+        An outsider with a valid key of its own that sends a live replica
+        garbage, an oversized length prefix, a truncated frame or a client
+        request (signed with its own key) is rejected with a reason each
+        time; so is a connection that skips the handshake; and the run
+        still passes.
         """
         from twisted.internet import reactor
 
@@ -199,14 +246,16 @@ class RunCaseTests(TestCase):
             )
             forged_frame = codec.encode(forged)
             inputs = {
-                "garbage": (struct.pack(">I", 6) + b"\xffjunk!", True),
-                "oversized": (struct.pack(">I", 0xFFFFFF00) + b"x" * 16, False),
-                "truncated": (struct.pack(">I", 100) + b"abc", True),
-                "forged": (struct.pack(">I", len(forged_frame)) + forged_frame, True),
+                "garbage": (struct.pack(">I", 6) + b"\xffjunk!", True, True),
+                # Beyond an outsider's 4 KiB, far below the chain's limit.
+                "oversized": (struct.pack(">I", 64 * 1024) + b"x" * 16, False, True),
+                "truncated": (struct.pack(">I", 100) + b"abc", True, True),
+                "forged": (struct.pack(">I", len(forged_frame)) + forged_frame, True, True),
+                "no handshake": (struct.pack(">I", 6) + b"\xffjunk!", True, False),
             }
             peers = {}
-            for name, (data, close) in inputs.items():
-                sender = _Sender(data, close)
+            for name, (data, close, handshake) in inputs.items():
+                sender = _Sender(data, close, handshake)
                 await connectProtocol(TCP4ClientEndpoint(reactor, host, port), sender)
                 local = cast(IPv4Address, sender.transport.getHost())  # type: ignore[union-attr]
                 peers[name] = f"{local.host}:{local.port}"
@@ -217,7 +266,7 @@ class RunCaseTests(TestCase):
             def all_rejected() -> bool:
                 rejected = {
                     e.get("peer") for e in read_events(target_log)
-                    if e.get("event") == "bcr.rejected"
+                    if e.get("event") in ("bcr.rejected", "bcr.handshake_failed")
                 }
                 return set(peers.values()) <= rejected
 
@@ -230,13 +279,96 @@ class RunCaseTests(TestCase):
         rejections = {
             e["peer"]: e["reason"]
             for e in read_events(seen["log"])
-            if e.get("event") == "bcr.rejected"
+            if e.get("event") in ("bcr.rejected", "bcr.handshake_failed")
         }
         peers = seen["peers"]
         self.assertIn("tag", rejections[peers["garbage"]])
         self.assertIn("oversized", rejections[peers["oversized"]])
         self.assertIn("truncated", rejections[peers["truncated"]])
-        self.assertIn("client request", rejections[peers["forged"]])
+        self.assertIn(
+            "client_request from a peer that is not the client", rejections[peers["forged"]]
+        )
+        self.assertIn("not a handshake frame", rejections[peers["no handshake"]])
+        # Nothing an outsider said was taken as evidence against the chain.
+        self.assertEqual(summary["configurations"], 1)
+        self.assert_no_process_left(log_dir)
+
+
+    async def test_outsider(self) -> None:
+        """
+        An outsider with valid keys of its own, against a live run: its spare
+        and client registrations are refused, its shuttle to a middle
+        replica changes nothing, and connections claiming 4 MiB frames
+        before their handshake cost Olympus no memory.  The run passes with
+        one configuration, on the launcher's processes only.
+        """
+        from twisted.internet import reactor
+
+        log_dir = self.mktemp()
+        seen: dict[str, Any] = {}
+
+        async def connect_and_send(address: str, data: bytes, **kwargs: Any) -> None:
+            host, port = parse_address(address)
+            sender = _Sender(data, True, **kwargs)
+            await connectProtocol(TCP4ClientEndpoint(reactor, host, port), sender)
+            await sender.ended.addTimeout(WAIT_S, reactor)
+
+        def framed(message: object) -> bytes:
+            body = codec.encode(message)
+            return struct.pack(">I", len(body)) + body
+
+        async def attack(info: ReadyInfo) -> None:
+            olympus_key = crypto.read_verify_key(os.path.join(info.log_dir, "olympus.key.pub"))
+            seen["olympus_kib_before"] = _peak_memory_kib(info.olympus_pid)
+            # A would-be client 0 and 50 would-be spares, each with its own key.
+            key = crypto.KeyPair.generate()
+            client = crypto.seal(
+                key, "127.0.0.1:40999", "client 0",
+                RegisterClient(0, "127.0.0.1:40999", key.verify_key_bytes),
+                recipient=olympus_key, epoch=b"",
+            )
+            await connect_and_send(info.olympus, framed(client), key=key)
+            for n in range(50):
+                key = crypto.KeyPair.generate()
+                registration = crypto.seal(
+                    key, f"127.0.0.1:{40000 + n}", "spare",
+                    RegisterReplica(f"127.0.0.1:{40000 + n}", key.verify_key_bytes,
+                                    key.verify_key_bytes),
+                    recipient=olympus_key, epoch=b"",
+                )
+                await connect_and_send(info.olympus, framed(registration), key=key)
+            # A shuttle for the middle replica, signed by nobody it knows.
+            request = crypto.sign(key, Request(0, 99, Operation("put", ("x", "y"))))
+            await connect_and_send(info.replicas[1], framed(Shuttle(0, 0, request, (), ())))
+            # Frames claimed to be 4 MiB, before any handshake.
+            for _ in range(40):
+                await connect_and_send(
+                    info.olympus, struct.pack(">I", 4 * 1024 * 1024 - 1) + b"x" * 65536,
+                    handshake=False,
+                )
+            seen["olympus_kib_after"] = _peak_memory_kib(info.olympus_pid)
+            seen["olympus_log"] = os.path.join(info.log_dir, "failure_free-olympus.json")
+
+        summary = await run_case(
+            reactor, FAILURE_FREE, log_dir, RUN_DEADLINE_S, on_ready=attack
+        )
+        self.assert_failure_free_results(summary)
+        self.assertEqual(summary["configurations"], 1)
+        events = read_events(seen["olympus_log"])
+        spares = [e for e in events if e.get("event") == "bcr.spare"]
+        # Only the launcher's own processes: the chain and its spares.
+        case = parse_case(FAILURE_FREE)
+        self.assertEqual(len(spares), 2 * case.num_replicas)
+        reasons = [e["reason"] for e in events if e.get("event") == "bcr.rejected"]
+        self.assertTrue(any("which is not admitted" in r for r in reasons), reasons)
+        self.assertTrue(any("client 0 registration" in r for r in reasons), reasons)
+        # Strangers share one allowance of log lines, however many keys or
+        # connections they make.
+        self.assertLessEqual(sum("not admitted" in r for r in reasons), 10, reasons)
+        self.assertLessEqual(sum(r == "oversized frame" for r in reasons), 10, reasons)
+        # 40 x 4 MiB claimed; not even one of them was buffered.
+        growth = seen["olympus_kib_after"] - seen["olympus_kib_before"]
+        self.assertLess(growth, 4 * 1024, seen)
         self.assert_no_process_left(log_dir)
 
 

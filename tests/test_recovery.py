@@ -18,11 +18,33 @@ from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from twisted_bcr import codec, crypto
 from twisted_bcr.config import Case, parse_case, parse_case_text
-from twisted_bcr.core.common import Mode
+from twisted_bcr.core.common import MAX_MESSAGE, Mode
 from twisted_bcr.core.replica import Replica
-from twisted_bcr.messages import Request, ResultShuttle
+from twisted_bcr.interfaces import IMachine
+from twisted_bcr.messages import (
+    CheckpointMessage,
+    CheckpointProof,
+    ClientRequest,
+    CompletedCheckpoint,
+    ErrorMessage,
+    FinishRun,
+    ForwardedRequest,
+    GetRunningState,
+    Operation,
+    ReconfigurationRequest,
+    Request,
+    ResultMessage,
+    ResultShuttle,
+    Shutdown,
+    Shuttle,
+    Wedged,
+    WedgeRequest,
+)
+from twisted_bcr.peers import Peer
 from twisted_bcr.simulation import SimulatedCluster, simulate
 from twisted_bcr.workload import pseudorandom
 
@@ -37,6 +59,7 @@ KEPT_EVENTS = frozenset(
         "bcr.accept", "bcr.quorum", "bcr.quorum_failed", "bcr.quorum_rejected",
         "bcr.wedged", "bcr.no_quorum", "bcr.retransmission", "bcr.reconfigured",
         "bcr.result_from_olympus", "bcr.caught_up", "bcr.killed",
+        "bcr.rejected", "bcr.reconfiguration_request",
     }
 )
 
@@ -337,15 +360,24 @@ class QuorumChoiceTests(SynchronousTestCase):
             self.assertEqual(client["results"], ["OK"] * 31)
 
     def patch_wedge(self, cluster: SimulatedCluster, index: int, lie: Callable[[Replica], None]) -> None:
-        """Make replica C{index} of configuration 0 call C{lie} on itself just before it wedges."""
+        """
+        Make replica C{index} of configuration 0 call C{lie} on itself just
+        before it wedges.  Olympus's messages are dispatched through the
+        replica's L{Replica.CONTROL} table, so that replica gets a table of
+        its own whose wedge request rule (same sender check, same modes)
+        runs C{lie} first.
+        """
         replica = cluster.replicas_of(0)[index]
-        original = replica._on_wedge_request
+        rule = Replica.CONTROL[WedgeRequest]
 
-        def wedge(sender: str, message: object) -> None:
-            lie(replica)
-            original(sender, message)  # type: ignore[arg-type]
+        def wedge(target: Replica, sender: Peer, message: WedgeRequest) -> None:
+            self.assertIs(target, replica)
+            lie(target)
+            rule.handler(target, sender, message)
 
-        replica._on_wedge_request = wedge  # type: ignore[method-assign]
+        replica.CONTROL = {  # type: ignore[misc]
+            **Replica.CONTROL, WedgeRequest: attrs.evolve(rule, handler=wedge)
+        }
 
     def test_strict_prefix(self) -> None:
         """A replica that hides its last executed slot is caught by its state hash after catch-up; Olympus tries another quorum and the run passes without it."""
@@ -510,3 +542,147 @@ class ChaosTests(SynchronousTestCase):
         first = simulate(self.case, seed=3, chaos=2)
         self.assertTrue(first["injected"])
         self.assertEqual(simulate(self.case, seed=3, chaos=2), first)
+
+
+@implementer(IMachine)
+class Listener:
+    """A machine that only records what reaches it: the outsider's ears."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[Peer, object]] = []
+
+    def start(self) -> None:
+        pass
+
+    def receive(self, sender: Peer, message: object) -> None:
+        self.received.append((sender, message))
+
+    def timer_expired(self, key: str) -> None:
+        pass
+
+    def max_message_from(self, key: bytes) -> int:
+        return MAX_MESSAGE
+
+
+OUTSIDER = "outsider"
+OUTSIDER_KEY = crypto.KeyPair.from_seed(b"outsider seed for test_recovery.")
+
+
+class OutsiderTests(SynchronousTestCase):
+    """
+    Mid-run, a process with a valid key of its own but admitted nowhere
+    sends every replica, Olympus and every client what would, if accepted,
+    wedge, retire or reconfigure the chain, execute a slot twice, or fail a
+    request; and chain members send each other messages from the wrong
+    position.  None of it is evidence: the run must go on as if it had not
+    happened.
+    """
+
+    case = disjoint_case(1, 100)
+
+    def attack(self, cluster: SimulatedCluster, listener: Listener) -> None:
+        """Send the attacks (from the outsider, and from misplaced members)."""
+        network = cluster.network
+
+        def peer(address: str) -> Peer:
+            return Peer(address, network.nodes[address].key)
+
+        def send(to: Peer, message: object, sender: str = OUTSIDER) -> None:
+            network.transmit(sender, to, codec.encode(message))
+
+        def sealed(to: Peer, message: object, signer: str) -> object:
+            # Properly sealed by the outsider's own key, for the right
+            # recipient and Olympus's current epoch: only the key is wrong.
+            return crypto.seal(
+                OUTSIDER_KEY, OUTSIDER, signer, message,
+                recipient=to.key, epoch=cluster.olympus.epoch, configuration=0,
+            )
+
+        olympus = peer("olympus")
+        for message in (
+            ReconfigurationRequest(0, "replica 0.1", "the outsider says so", ()),
+            Wedged(0, 1, (), None),
+            FinishRun("the outsider says so"),
+        ):
+            send(olympus, sealed(olympus, message, "replica 0.1"))
+        replicas = cluster.replicas_of(0)
+        forged = crypto.sign(OUTSIDER_KEY, Request(0, 0, Operation("put", ("x", "y"))))
+        for replica in replicas:
+            to = peer(replica.address)
+            for message in (WedgeRequest(0), GetRunningState(0), Shutdown(0)):
+                send(to, sealed(to, message, "olympus"))
+            # A request a client really signed, replayed from the wire.
+            requests = [entry.request for entry in replica.history.values()][-1:] + [forged]
+            last = replica.last_executed
+            for request in requests:
+                send(to, ClientRequest(request))
+                send(to, ForwardedRequest(request))
+                send(to, Shuttle(0, last + 1, request, (), ()))
+                send(to, ResultShuttle(0, last, request, "forged", ()))
+            send(to, CheckpointMessage(CheckpointProof(0, last, ())))
+            send(to, CompletedCheckpoint(CheckpointProof(0, last, ())))
+        # Chain members at the wrong position: the tail sends the middle a
+        # shuttle, the head sends it a result shuttle.
+        middle = peer(replicas[1].address)
+        requests = [entry.request for entry in replicas[1].history.values()][-1:] or [forged]
+        send(middle, Shuttle(0, replicas[1].last_executed + 1, requests[0], (), ()), replicas[2].address)
+        send(middle, ResultShuttle(0, replicas[1].last_executed, requests[0], "x", ()), replicas[0].address)
+        for client in cluster.clients:
+            to = peer(f"client-{client.index}")
+            seq = client.outcome.accepted
+            send(to, ErrorMessage(0, client.index, seq, "immutable"))
+            send(to, ResultMessage(0, 0, client.index, seq, "forged", ()))
+
+    def test_outsider_changes_nothing(self) -> None:
+        """The attacked run passes with one configuration, the failure-free results, no reconfiguration request, and every attack dropped (nothing sent back)."""
+        listener = Listener()
+
+        def setup(cluster: SimulatedCluster) -> None:
+            node = cluster.network.add_node(OUTSIDER, [], OUTSIDER_KEY.verify_key_bytes)
+            node.machine = listener
+
+        def attack(cluster: SimulatedCluster) -> None:
+            self.attack(cluster, listener)
+
+        result = run(self.case, [(MID_RUN_S, attack)], setup=setup)
+        summary = result.summary
+        self.assertEqual(summary["errors"], [])
+        self.assertTrue(summary["ok"])
+        self.assertEqual(summary["configurations"], 1)
+        self.assertEqual(summary["reconfigurations"], [])
+        expected = baseline(self.case).summary
+        self.assertEqual(
+            [c["results"] for c in summary["clients"]],
+            [c["results"] for c in expected["clients"]],
+        )
+        self.assertEqual(summary["final_state"], expected["final_state"])
+        self.assertEqual(result.named("bcr.reconfiguration_request"), [])
+        self.assertEqual(listener.received, [])
+        # Everything arrived: the machines dropped it, not the network.
+        self.assertEqual(
+            [u for u in result.cluster.network.undeliverable if u[0] == OUTSIDER], []
+        )
+        rejected = result.named("bcr.rejected")
+        by_node = {e["node"] for e in rejected if e["peer"] == OUTSIDER}
+        self.assertEqual(
+            by_node,
+            {"olympus"} | {f"replica 0.{i}" for i in range(3)}
+            | {f"client {i}" for i in range(3)},
+        )
+        for event in rejected:
+            self.assertTrue(event["reason"].startswith("dropped "), event)
+        misplaced = [e for e in rejected if e["node"] == "replica 0.1" and e["peer"] != OUTSIDER]
+        self.assertEqual(
+            sorted(e["reason"] for e in misplaced),
+            [
+                "dropped result_shuttle from a peer that is not our successor",
+                "dropped shuttle from a peer that is not our predecessor",
+            ],
+        )
+        # Each replica got 13 messages from the outsider within milliseconds
+        # and wrote one burst of 10 lines about them.
+        for index in range(3):
+            lines = [
+                e for e in rejected if e["node"] == f"replica 0.{index}" and e["peer"] == OUTSIDER
+            ]
+            self.assertEqual(len(lines), 10)

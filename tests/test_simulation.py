@@ -15,9 +15,28 @@ from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from twisted_bcr import crypto
 from twisted_bcr.config import Case, parse_case, parse_case_text
-from twisted_bcr.simulation import SimulatedCluster, simulate
+from twisted_bcr.core.common import MAX_STRANGER_MESSAGE
+from twisted_bcr.interfaces import IMachine
+from twisted_bcr.messages import (
+    CheckpointMessage,
+    CheckpointProof,
+    ClientRequest,
+    CompletedCheckpoint,
+    FinishRun,
+    ForwardedRequest,
+    Operation,
+    ReconfigurationRequest,
+    Request,
+    ResultShuttle,
+    Shuttle,
+    Wedged,
+)
+from twisted_bcr.peers import Peer, peer_of
+from twisted_bcr.simulation import SimulatedCluster, build_cluster, seeded_key, simulate
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "etc", "cases")
 
@@ -308,20 +327,28 @@ class RetransmissionSimulationTests(SynchronousTestCase):
     def test_client_cut_off_from_head(self) -> None:
         """With the client unable to reach the head, every request gets through by forwarding, without a reconfiguration request."""
         events: list[tuple[Any, ...]] = []
+        #: What Olympus had announced when the cut was made (a log observer
+        #: cannot fail the test itself: the publisher catches its errors).
+        announced_at_cut: list[int] = []
 
         def prepare(cluster: SimulatedCluster) -> None:
-            def cut() -> None:
-                head = cluster.olympus.configuration.replicas[0].address
-                cluster.network.partition(["client-0"], [head])
+            def cut(event: dict[str, Any]) -> None:
+                # The moment configuration 0 is set up: its replicas must
+                # still say they are ready before Olympus announces it, so
+                # the first request cannot have left yet.
+                if event.get("event") == "bcr.new_configuration" and event.get("number") == 0:
+                    announced_at_cut.append(cluster.olympus.announced)
+                    head = cluster.olympus.configuration.replicas[0].address
+                    cluster.network.partition(["client-0"], [head])
 
-            # After configuration 0 is set up, before the first request arrives.
-            cluster.network.clock.callLater(0.0005, cut)
+            cluster.network.nodes["olympus"].publisher.addObserver(cut)
             for node in cluster.network.nodes.values():
                 node.publisher.addObserver(
                     lambda e: events.append((e.get("node"), e.get("event"), e.get("case")))
                 )
 
         summary = simulate(self.case(500, nonhead_timeout=1000), 0, prepare=prepare)
+        self.assertEqual(announced_at_cut, [-1])
         self.assertEqual(summary["errors"], [])
         self.assertEqual(summary["clients"][0]["results"], CHECKPOINT_RESULTS)
         self.assertEqual(summary["clients"][0]["retransmissions"], 7)
@@ -338,3 +365,123 @@ class RetransmissionSimulationTests(SynchronousTestCase):
         self.assertGreater(run.summary["clients"][0]["retransmissions"], 0)
         self.assertEqual(run.summary["configurations"], 1)
         self.assertEqual(run.events_named("bcr.reconfiguration_request"), [])
+
+
+@implementer(IMachine)
+class Outsider:
+    """A process with a valid key of its own, admitted nowhere: it records what reaches it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[Peer, object]] = []
+
+    def start(self) -> None:
+        pass
+
+    def receive(self, sender: Peer, message: object) -> None:
+        self.received.append((sender, message))
+
+    def timer_expired(self, key: str) -> None:
+        pass
+
+    def max_message_from(self, key: bytes) -> int:
+        return MAX_STRANGER_MESSAGE
+
+
+class OutsiderSimulationTests(SynchronousTestCase):
+    """
+    An outsider on the network, with a valid key of its own, sends every
+    data-plane and control message it can make to every replica and to
+    Olympus: the run is unharmed, nobody asks for a reconfiguration, and
+    the outsider learns nothing.
+    """
+
+    def test_outsider_changes_nothing(self) -> None:
+        """The checkpoint case passes as without the outsider, and its messages are dropped."""
+        events: list[dict[str, Any]] = []
+        outsider = Outsider()
+        attacks: list[float] = []
+
+        def prepare(cluster: SimulatedCluster) -> None:
+            network = cluster.network
+            key = seeded_key(0, "outsider")
+            node = network.add_node("outsider", [], key.verify_key_bytes)
+            node.machine = outsider
+            forged = crypto.sign(key, Request(0, 0, Operation("put", ("movie", "forged"))))
+            olympus = Peer("olympus", network.nodes["olympus"].key)
+
+            def sealed(message: object) -> object:
+                return crypto.seal(
+                    key, "outsider", "replica 0.0", message,
+                    recipient=olympus.key, epoch=cluster.olympus.epoch, configuration=0,
+                )
+
+            def attack() -> None:
+                attacks.append(network.clock.seconds())
+                configuration = cluster.olympus.configuration
+                assert configuration is not None
+                for info in configuration.replicas:
+                    for message in (
+                        ClientRequest(forged),
+                        ForwardedRequest(forged),
+                        Shuttle(0, 0, forged, (), ()),
+                        ResultShuttle(0, 0, forged, "OK", ()),
+                        CheckpointMessage(CheckpointProof(0, 2, ())),
+                        CompletedCheckpoint(CheckpointProof(0, 2, ())),
+                        sealed(FinishRun("the outsider says so")),
+                    ):
+                        node.send(peer_of(info), message)
+                for message in (
+                    ReconfigurationRequest(0, "replica 0.0", "the outsider says so", ()),
+                    Wedged(0, 0, (), None),
+                    FinishRun("the outsider says so"),
+                ):
+                    node.send(olympus, sealed(message))
+
+            def observe(event: dict[str, Any]) -> None:
+                events.append(event)
+                # Once the client uses configuration 0, before its first result.
+                if event.get("event") == "bcr.configuration" and not attacks:
+                    network.clock.callLater(0, attack)
+
+            for each in network.nodes.values():
+                each.publisher.addObserver(observe)
+
+        case = parse_case(os.path.join(CASES, "checkpoint.txt"))
+        summary = simulate(case, 0, prepare=prepare)
+        self.assertEqual(len(attacks), 1)
+        self.assertEqual(summary["errors"], [])
+        self.assertTrue(summary["ok"])
+        self.assertEqual(summary["clients"][0]["results"], CHECKPOINT_RESULTS)
+        self.assertEqual(summary["final_state"], CHECKPOINT_STATE)
+        self.assertEqual(summary["configurations"], 1)
+        self.assertEqual(summary["reconfigurations"], [])
+        self.assertEqual(
+            [e for e in events if e.get("event") == "bcr.reconfiguration_request"], []
+        )
+        rejected = [e for e in events if e.get("event") == "bcr.rejected"]
+        # Seven messages to each of three replicas, three to Olympus.
+        self.assertEqual(len(rejected), 3 * 7 + 3)
+        self.assertEqual({e["peer"] for e in rejected}, {"outsider"})
+        self.assertEqual(outsider.received, [])
+
+    def test_impostor_gets_nothing(self) -> None:
+        """
+        A message goes only to the process holding the key the sender
+        expects at that address, and arrives with the sender's true key.
+        """
+        cluster = build_cluster(parse_case(os.path.join(CASES, "checkpoint.txt")), 0)
+        network = cluster.network
+        olympus = network.nodes["olympus"]
+        spare = network.nodes["spare-0"]
+        recorder = Outsider()
+        spare.machine = recorder
+        impostor_key = seeded_key(0, "impostor").verify_key_bytes
+        message = ClientRequest(crypto.sign(seeded_key(0, "x"), Request(0, 0, Operation("get", ("k",)))))
+        # The sender believes another key is at "spare-0": the handshake fails.
+        olympus.send(Peer("spare-0", impostor_key), message)
+        network.run_until(lambda: False, 1.0)
+        self.assertEqual(recorder.received, [])
+        self.assertIn(("olympus", "spare-0", "not the key expected there"), network.undeliverable)
+        olympus.send(Peer("spare-0", spare.key), message)
+        network.run_until(lambda: False, 2.0)
+        self.assertEqual(recorder.received, [(Peer("olympus", olympus.key), message)])

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted_bcr.config import Case, CaseError
 from twisted_bcr.faults import PluginError, Registry, load_case
+from twisted_bcr.files import make_private_directory
 
 #: The case the README's quick start runs.
 DEFAULT_CASE = os.path.join("etc", "cases", "failure_free.txt")
@@ -117,7 +118,7 @@ def _write_json(path: str | None, document: Any) -> None:
     if path is None:
         return
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    make_private_directory(directory)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(document, f, indent=2, sort_keys=False)
         f.write("\n")

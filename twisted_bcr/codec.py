@@ -48,6 +48,7 @@ __all__ = [
     "BadMessage",
     "Codec",
     "decode",
+    "decode_handshake",
     "decode_sealed_body",
     "decode_wire",
     "encode",
@@ -525,3 +526,5 @@ decode = _MESSAGES.decode
 decode_wire = _MESSAGES.decoder_for(messages.WIRE_MESSAGES)
 #: Decode a L{messages.Sealed} body: only L{messages.SEALED_MESSAGES}.
 decode_sealed_body = _MESSAGES.decoder_for(messages.SEALED_MESSAGES)
+#: Decode a handshake frame: only L{messages.HANDSHAKE_MESSAGES}.
+decode_handshake = _MESSAGES.decoder_for(messages.HANDSHAKE_MESSAGES)

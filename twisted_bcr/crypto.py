@@ -23,7 +23,7 @@ import nacl.exceptions
 import nacl.signing
 
 from twisted_bcr import codec, messages
-from twisted_bcr.files import write_atomically
+from twisted_bcr.files import UnsafeFileError, read_private_file, write_atomically
 
 __all__ = [
     "BadSignature",
@@ -33,6 +33,7 @@ __all__ = [
     "read_verify_key",
     "result_hash",
     "seal",
+    "sealed_signing_bytes",
     "sign",
     "state_hash",
 ]
@@ -96,14 +97,29 @@ class KeyPair:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyPair:
-        """The key pair L{save} wrote to C{path}."""
-        with open(path, encoding="ascii") as seed_file:
-            text = seed_file.read().strip()
+        """
+        The key pair L{save} wrote to C{path}, read only if the file is still
+        private (see L{read_private_file}): a seed others could read may have
+        leaked, and one they could write or link may not be ours.
+
+        @raise UnsafeFileError: C{path} is a symlink, not a regular file, not
+            ours, or accessible by group or others.
+        @raise ValueError: the file does not hold a hex seed.
+        @raise OSError: the file cannot be read.
+        """
+        path = os.fspath(path)
         try:
+            text = read_private_file(path).strip()
             seed = bytes.fromhex(text)
+        except UnsafeFileError:
+            raise
         except ValueError:
-            raise ValueError(f"{os.fspath(path)}: not a hex seed") from None
-        return cls.from_seed(seed)
+            # Not UTF-8, or not hex.
+            raise ValueError(f"{path}: not a hex seed") from None
+        try:
+            return cls.from_seed(seed)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def __repr__(self) -> str:
         # Never the secret half, so a key pair can be logged or printed safely.
@@ -133,21 +149,38 @@ def sign(key: KeyPair, statement: object) -> messages.Signed:
     return messages.Signed(body=body, signature=key.sign_bytes(body))
 
 
-def seal(key: KeyPair, sender: str, signer: str, message: object) -> messages.Sealed:
+def seal(
+    key: KeyPair,
+    sender: str,
+    signer: str,
+    message: object,
+    recipient: bytes,
+    epoch: bytes,
+    configuration: int = -1,
+) -> messages.Sealed:
     """
-    A control message signed by its sender.
+    A control message signed by its sender, for one recipient.
 
     @param sender: the address replies should go to.
-    @param signer: which key must verify it (C{"olympus"}, C{"replica"},
-        C{"client <i>"}); the receiver picks the key from this and context.
+    @param signer: which key must verify it (C{"olympus"}, C{"spare"},
+        C{"replica c.i"}, C{"client <i>"}).
+    @param recipient: the verify key of the one process it is meant for.
+    @param epoch: Olympus's boot epoch (empty before the sender knows it).
+    @param configuration: the configuration it concerns, or -1.
     @raise ValueError: C{message} is not one of L{messages.SEALED_MESSAGES}.
     """
     if type(message) not in _SEALED_TYPES:
         raise ValueError(f"{type(message).__name__} does not travel sealed")
-    body = codec.encode(message)
-    return messages.Sealed(
-        sender=sender, signer=signer, body=body, signature=key.sign_bytes(body)
+    unsigned = messages.Sealed(
+        sender=sender, signer=signer, recipient=recipient, epoch=epoch,
+        configuration=configuration, body=codec.encode(message), signature=b"",
     )
+    return attrs.evolve(unsigned, signature=key.sign_bytes(codec.encode(unsigned)))
+
+
+def sealed_signing_bytes(sealed: messages.Sealed) -> bytes:
+    """What the signature of C{sealed} is over: the envelope, signature empty."""
+    return codec.encode(attrs.evolve(sealed, signature=b""))
 
 
 def corrupt(envelope: _Envelope) -> _Envelope:
@@ -170,26 +203,29 @@ _SEALED_TYPES = frozenset(messages.SEALED_MESSAGES)
 # Verifying
 
 
-@attrs.frozen
-class _Rejection:
-    """A remembered negative verdict."""
-
-    error_type: type[Exception]
-    reason: str
-
-
 class Verifier:
     """
-    Checks signatures, each at most once per process.
+    Checks signatures, each small genuine statement at most once per process.
 
-    Verdicts are remembered in a bounded LRU keyed by (signature, verify key,
-    body).  The body belongs in the key: with (signature, key) alone, a peer
-    could pair a genuine signature with a forged body and either be handed
-    the genuine statement back, or plant a negative verdict that makes us
-    reject the genuine statement later.
+    Positive verdicts are remembered in a bounded LRU keyed by (signature,
+    verify key, body).  The body belongs in the key: with (signature, key)
+    alone, a peer could pair a genuine signature with a forged body and be
+    handed the genuine statement back.
+
+    What is remembered is bounded in both ways an attacker could push it:
+    failed verifications are never remembered (anyone can send garbage with
+    a bad signature, and remembering it let 50 messages of 4 MB grow Olympus
+    to 255 MB), and only bodies of at most L{MAX_CACHED_BODY} bytes are, so
+    the cache holds at most C{max_entries} such bodies.  The statements that
+    come back again and again inside proofs and shuttles are small; the big
+    ones (a whole dictionary) are rare control-plane messages, checked each
+    time.
     """
 
     DEFAULT_MAX_ENTRIES = 65536
+
+    #: Bodies longer than this (in bytes) are verified every time, never cached.
+    MAX_CACHED_BODY = 4096
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 1:
@@ -199,6 +235,11 @@ class Verifier:
         self._verify_keys: dict[bytes, nacl.signing.VerifyKey] = {}
         #: How many Ed25519 verifications actually ran (cache misses).
         self.signature_checks = 0
+
+    @property
+    def cached_verdicts(self) -> int:
+        """How many positive verdicts are remembered (at most C{max_entries})."""
+        return len(self._verdicts)
 
     @overload
     def verify(
@@ -238,14 +279,16 @@ class Verifier:
         """
         The control message inside C{sealed}, once its signature checks out.
 
-        Only C{body} is signed: C{sealed.sender} and C{sealed.signer} are hints
-        that the caller must not trust beyond choosing C{verify_key}.
+        The signature covers the whole envelope, so C{sender}, C{signer},
+        C{recipient}, C{epoch} and C{configuration} are as the signer wrote
+        them; checking that they fit (is the recipient us?) is the caller's.
 
         @raise BadSignature: the signature does not verify with C{verify_key}.
         @raise codec.BadMessage: the body is not one of
             L{messages.SEALED_MESSAGES}.
         """
-        message = self._check(sealed.body, sealed.signature, verify_key)
+        self._check(sealed_signing_bytes(sealed), sealed.signature, verify_key)
+        message = codec.decode_sealed_body(sealed.body)
         if type(message) not in _SEALED_TYPES:
             raise codec.BadMessage(f"unexpected sealed {type(message).__name__}")
         return message
@@ -257,49 +300,56 @@ class Verifier:
         Remember that C{signed}, which this process has just made with its
         own key from C{statement}, verifies: a replica meets its own
         statements again in the proofs that come back to it, and checking
-        them would only cost time.
+        them would only cost time.  Like verified statements, only bodies of
+        at most L{MAX_CACHED_BODY} bytes are remembered.
         """
-        cache_key = (signed.signature, verify_key, signed.body)
-        self._verdicts[cache_key] = statement
-        if len(self._verdicts) > self._max_entries:
-            self._verdicts.popitem(last=False)
+        self._remember((signed.signature, verify_key, signed.body), statement)
+
+    def _remember(self, cache_key: tuple[bytes, bytes, bytes], statement: object) -> None:
+        """Cache a positive verdict if its body is small enough, evicting the oldest."""
+        if len(cache_key[2]) > self.MAX_CACHED_BODY:
+            return
+        verdicts = self._verdicts
+        try:
+            verdicts[cache_key] = statement
+        except TypeError:
+            # Unhashable (a bytearray body): simply not remembered.
+            return
+        verdicts.move_to_end(cache_key)
+        while len(verdicts) > self._max_entries:
+            verdicts.popitem(last=False)
 
     def _check(self, body: bytes, signature: bytes, verify_key: bytes) -> object:
         cache_key = (signature, verify_key, body)
         verdicts = self._verdicts
         try:
-            verdict = verdicts[cache_key]
+            statement = verdicts[cache_key]
         except (KeyError, TypeError):
             # TypeError: unhashable junk in place of bytes; _judge rejects it.
-            verdict = self._judge(body, signature, verify_key)
-            try:
-                verdicts[cache_key] = verdict
-            except TypeError:
-                pass
-            else:
-                if len(verdicts) > self._max_entries:
-                    verdicts.popitem(last=False)
+            # _judge raises on a failure, so only successes are remembered.
+            statement = self._judge(body, signature, verify_key)
+            self._remember(cache_key, statement)
         else:
             verdicts.move_to_end(cache_key)
-        if type(verdict) is _Rejection:
-            raise verdict.error_type(verdict.reason)
-        return verdict
+        return statement
 
     def _judge(self, body: bytes, signature: bytes, verify_key: bytes) -> object:
-        """Verify and decode once: the decoded statement or a L{_Rejection}."""
+        """
+        Verify and decode: the decoded statement.
+
+        @raise BadSignature: the key is invalid or the signature does not verify.
+        @raise codec.BadMessage: the genuinely signed body is not a message.
+        """
         try:
             key = self._verify_key(verify_key)
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
-            return _Rejection(BadSignature, "invalid verify key")
+            raise BadSignature("invalid verify key") from None
         self.signature_checks += 1
         try:
             key.verify(body, signature)
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
-            return _Rejection(BadSignature, "signature does not verify")
-        try:
-            return codec.decode(body)
-        except codec.BadMessage as error:
-            return _Rejection(codec.BadMessage, str(error))
+            raise BadSignature("signature does not verify") from None
+        return codec.decode(body)
 
     def _verify_key(self, verify_key: bytes) -> nacl.signing.VerifyKey:
         key = self._verify_keys.get(verify_key)

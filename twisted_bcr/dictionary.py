@@ -34,6 +34,20 @@ FAIL: Final = "fail"
 _SLICE_BOUNDS = re.compile(r"0*([0-9]{1,18}):0*([0-9]{1,18})")
 
 
+def operation_problem(name: str, args: tuple[str, ...]) -> str | None:
+    """
+    Why L{apply_operation} would refuse C{name(args)}, or None if it would
+    not.  The head asks before it gives a request a slot, so a faulty
+    client cannot make it burn one on an operation nobody can execute.
+    """
+    expected = OPERATIONS.get(name)
+    if expected is None:
+        return str(_unknown(name))
+    if len(args) != expected:
+        return str(_wrong_count(name, args))
+    return None
+
+
 def apply_operation(state: dict[str, str], name: str, args: tuple[str, ...]) -> str:
     """
     Execute one operation on C{state} and return its result.

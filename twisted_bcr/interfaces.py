@@ -20,10 +20,15 @@ class IEnvironment(Interface):
     """
     Everything a core machine may do to the outside world.
 
-    Addresses are opaque strings: C{"host:port"} in the processes binding,
-    node names in the simulation.  Sending never fails from the caller's
-    point of view: a message to an unreachable or dead peer is logged by the
-    binding and lost, exactly like a message to a crashed process.
+    Messages go to and come from L{twisted_bcr.peers.Peer}s: an address
+    (C{"host:port"} in the processes binding, a node name in the simulation)
+    and the verify key of the process there.  The binding delivers a message
+    to C{to} only if the process at C{to.address} proves it holds C{to.key};
+    and every message it hands the machine comes with the peer whose key the
+    sending end proved (docs/SECURITY.md).  Sending never fails from the
+    caller's point of view: a message to an unreachable, dead or impostor
+    peer is logged by the binding and lost, exactly like a message to a
+    crashed process.
     """
 
     address: str = Attribute("The address this machine is reachable at.")
@@ -31,8 +36,11 @@ class IEnvironment(Interface):
         "A twisted.logger.Logger whose events go to this machine's own log files."
     )
 
-    def send(to: str, message: object) -> None:
-        """Send C{message} (a wire message of L{twisted_bcr.messages}) to C{to}."""
+    def send(to: Any, message: object) -> None:
+        """
+        Send C{message} (a wire message of L{twisted_bcr.messages}) to the
+        L{twisted_bcr.peers.Peer} C{to}.
+        """
 
     def start_timer(key: str, seconds: float) -> None:
         """
@@ -45,6 +53,13 @@ class IEnvironment(Interface):
 
     def now() -> float:
         """The binding's clock, in seconds (for latencies and deadlines only)."""
+
+    def random_bytes(count: int) -> bytes:
+        """
+        C{count} unpredictable bytes (nonces, epochs): the operating
+        system's randomness in the processes binding, the seed's in the
+        simulation.
+        """
 
     def exit(status: int, reason: str) -> None:
         """
@@ -62,11 +77,22 @@ class IMachine(Interface):
     def start() -> None:
         """Begin: register with Olympus, set up the initial configuration, ..."""
 
-    def receive(sender: str, message: object) -> None:
-        """Handle one decoded wire message that arrived from C{sender}."""
+    def receive(sender: Any, message: object) -> None:
+        """
+        Handle one decoded wire message that arrived from C{sender}, the
+        authenticated L{twisted_bcr.peers.Peer} that sent it.
+        """
 
     def timer_expired(key: str) -> None:
         """A timer started through L{IEnvironment.start_timer} has expired."""
+
+    def max_message_from(key: bytes) -> int:
+        """
+        The largest encoded message this machine takes from the peer that
+        authenticated with C{key}: its role's bound (a client's request is
+        small; a stranger's smaller still).  The binding refuses larger
+        frames before buffering them.
+        """
 
 
 # ---------------------------------------------------------------------------
@@ -164,3 +190,17 @@ class IMisbehave(Interface):
 
     def log(message: str) -> None:
         """Say something in the replica's log."""
+
+
+class IAdmission(Interface):
+    """
+    Which long-term identities the operator admitted (docs/SECURITY.md):
+    Olympus asks this on every registration, so a change takes effect on
+    the next one.
+    """
+
+    def admits_replica(identity_key: bytes) -> bool:
+        """May a process holding C{identity_key} register as a spare?"""
+
+    def client_key(index: int) -> bytes | None:
+        """The one key that may act as client C{index}, if any."""

@@ -66,14 +66,17 @@ from twisted.python.failure import Failure
 
 import twisted_bcr
 from twisted_bcr import crypto, faults
+from twisted_bcr.admission import write_admission
 from twisted_bcr.checking import build_summary
 from twisted_bcr.config import Case, CaseError, parse_case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
-from twisted_bcr.files import write_atomically
+from twisted_bcr.files import make_private_directory, write_atomically
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
+from twisted_bcr.net.daemon import load_or_create_key
 from twisted_bcr.net.node import TcpNode, parse_address
+from twisted_bcr.peers import Peer
 
 __all__ = [
     "ReadyInfo",
@@ -115,6 +118,11 @@ class ReadyInfo:
     replica_logs: list[str]
     #: The process id of each replica, to kill or stop it in a test.
     replica_pids: list[int]
+    #: Olympus's process id (-1 when it runs elsewhere).
+    olympus_pid: int = -1
+    #: End the run now, as its deadline would, with this reason (a test
+    #: that has seen what it waited for need not wait for a clock).
+    end_run: Callable[[str], None] = lambda reason: None
 
 
 class _OneShot:
@@ -244,7 +252,7 @@ class _Run:
         on_ready: Callable[[ReadyInfo], Awaitable[Any] | None] | None,
         spares: int = 0,
         kill_head_after: int | None = None,
-        olympus: tuple[str, crypto.KeyPair] | None = None,
+        olympus: tuple[str, crypto.KeyPair, str] | None = None,
         fault_plugin_dirs: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
@@ -282,6 +290,8 @@ class _Run:
         self.finished_at: float | None = None
         self.report = _OneShot()
         self.olympus_gone = _OneShot()
+        #: Fired (with a reason) by the on_ready hook's end_run.
+        self.ended_early = _OneShot()
         self.olympus: _Child | None = None
         self.olympus_address = ""
         self.configurations: dict[int, list[str]] = {}
@@ -295,6 +305,11 @@ class _Run:
         self.done = _OneShot()
         self._olympus_key_bytes = b""
         self._environment = _child_environment()
+        #: What the launcher admits at its own Olympus: the identity of every
+        #: spare it starts and the key of every client it runs.
+        self.admission_path = os.path.join(log_dir, "admitted")
+        self._spare_identities: list[tuple[bytes, str]] = []
+        self._client_keys = self._load_client_keys()
 
         self._log_files = LogFiles(log_dir, f"{stem}-launcher")
         self.log = Logger(namespace="bcr.launcher", observer=LogPublisher(self._log_files))
@@ -321,17 +336,21 @@ class _Run:
         given) or if Olympus dies.
         """
         deadline = _OneShot()
+        # Only the run's own deadline can be brought forward by end_run.
+        ended = self.ended_early.wait() if deadline_at is None else _OneShot().wait()
         deadline_at = self.deadline_at if deadline_at is None else deadline_at
         call = self.reactor.callLater(
             max(deadline_at - self.reactor.seconds(), 0.0), deadline.fire
         )
         try:
             index, result = await race(
-                [waitable, self.olympus_gone.wait(), deadline.wait()]
+                [waitable, self.olympus_gone.wait(), deadline.wait(), ended]
             )
         finally:
             if call.active():
                 call.cancel()
+            if not ended.called:
+                ended.cancel()
         if index == 1:
             assert self.olympus is not None
             raise _RunFailed(
@@ -339,6 +358,8 @@ class _Run:
             )
         if index == 2:
             raise _RunFailed(f"the deadline passed while waiting for {what}")
+        if index == 3:
+            raise _RunFailed(f"the run was ended ({result}) while waiting for {what}")
         return cast(_T, result)
 
     def _poll(self, predicate: Callable[[], bool]) -> Deferred[None]:
@@ -402,12 +423,34 @@ class _Run:
                 status=child.status_text(), event="bcr.child_died",
             )
 
+    def _load_client_keys(self) -> list[crypto.KeyPair]:
+        """
+        Fresh client keys, or with an Olympus run by someone else, the keys
+        in C{client-<i>.key} next to its key file, which its operator admits
+        (docs/OPERATIONS.md); they are created on first use.
+        """
+        if self.external_olympus is None:
+            return [crypto.KeyPair.generate() for _ in range(self.case.num_client)]
+        directory = os.path.dirname(os.path.abspath(self.external_olympus[2]))
+        return [
+            load_or_create_key(os.path.join(directory, f"client-{index}.key"), "client key")
+            for index in range(self.case.num_client)
+        ]
+
+    def _write_admission(self) -> None:
+        clients = [
+            (index, key.verify_key_bytes, f"client-{index}")
+            for index, key in enumerate(self._client_keys)
+        ]
+        write_admission(self.admission_path, self._spare_identities, clients)
+
     async def _start_olympus_and_spares(self) -> crypto.KeyPair:
         """Olympus with a fresh key, and the chain's and the spare replicas."""
         key_file = os.path.join(self.log_dir, "olympus.key")
         olympus_key = crypto.KeyPair.generate()
         olympus_key.save(key_file)
         self._olympus_key_bytes = olympus_key.verify_key_bytes
+        self._write_admission()
         await self._start_olympus(key_file)
         for _ in range(self.case.num_replicas + self.spare_count):
             self._spawn_spare(self._olympus_key_bytes)
@@ -430,6 +473,7 @@ class _Run:
                 "--name", name,
                 "--listen", f"tcp:0:interface={host}",
                 "--key-file", key_file,
+                "--admission", self.admission_path,
                 "--port-file", os.path.join(self.log_dir, f"{name}.port"),
                 "--log-dir", self.log_dir,
                 *self._fault_plugin_arguments(),
@@ -448,10 +492,17 @@ class _Run:
         number = len(self.spares)
         name = f"{self.stem}-spare-{number}"
         host = self._host(number, self.case.replica_hosts)
+        # Admitted before it starts: Olympus re-reads the file when it changes.
+        identity_file = os.path.join(self.log_dir, f"{name}.identity")
+        identity = crypto.KeyPair.generate()
+        identity.save(identity_file)
+        self._spare_identities.append((identity.verify_key_bytes, name))
+        self._write_admission()
         arguments = [
             "bcr-replica",
             "--olympus", self.olympus_address,
             "--olympus-key", olympus_key.hex(),
+            "--identity-key", identity_file,
             "--listen", f"tcp:0:interface={host}",
             "--name", name,
             "--port-file", os.path.join(self.log_dir, f"{name}.port"),
@@ -478,10 +529,13 @@ class _Run:
     # ------------------------------------------------------------------
     # In-process machines
 
-    def _node(self, name: str, host: str, observers: Sequence[Any] = ()) -> TcpNode:
+    def _node(
+        self, name: str, host: str, key: crypto.KeyPair, observers: Sequence[Any] = ()
+    ) -> TcpNode:
         node = TcpNode(
             self.reactor,
             name,
+            key=key,
             listen=f"tcp:0:interface={host}",
             log_dir=self.log_dir,
             log_stem=f"{self.stem}-{name}",
@@ -492,10 +546,13 @@ class _Run:
 
     async def _start_clients_and_driver(self, olympus_key: crypto.KeyPair) -> None:
         case = self.case
+        olympus = Peer(self.olympus_address, olympus_key.verify_key_bytes)
         for index, operations in enumerate(case.workloads):
+            key = self._client_keys[index]
             node = self._node(
                 f"client-{index}",
                 self._host(index, case.client_hosts),
+                key,
                 observers=[self._client_event],
             )
             await node.listen()
@@ -503,19 +560,19 @@ class _Run:
                 node,
                 index,
                 list(operations),
-                crypto.KeyPair.generate(),
-                self.olympus_address,
-                olympus_key.verify_key_bytes,
+                key,
+                olympus,
                 case.client_timeout_ms,
                 self._client_finished,
             )
             self.clients.append(client)
             node.attach(client)
-        driver_node = self._node("driver", self.hosts[0] if self.hosts else "127.0.0.1")
-        await driver_node.listen()
-        self.driver = Driver(
-            driver_node, self.olympus_address, olympus_key, self.report.fire
+        # The driver is the operator: it authenticates with Olympus's own key.
+        driver_node = self._node(
+            "driver", self.hosts[0] if self.hosts else "127.0.0.1", olympus_key
         )
+        await driver_node.listen()
+        self.driver = Driver(driver_node, olympus, olympus_key, self.report.fire)
         driver_node.attach(self.driver)
         for node in self.nodes:
             node.start_machine()
@@ -576,6 +633,12 @@ class _Run:
             replica_pids=[
                 spares[a].transport.pid if a in spares else -1 for a in replicas
             ],
+            end_run=self.ended_early.fire,
+            olympus_pid=(
+                self.olympus.transport.pid
+                if self.olympus is not None and self.olympus.transport is not None
+                else -1
+            ),
         )
         return ensureDeferred(_as_coroutine(self.on_ready, info))
 
@@ -618,7 +681,7 @@ class _Run:
         try:
             try:
                 if self.external_olympus is not None:
-                    self.olympus_address, olympus_key = self.external_olympus
+                    self.olympus_address, olympus_key, _ = self.external_olympus
                     self._olympus_key_bytes = olympus_key.verify_key_bytes
                     self.log.info(
                         "using the running Olympus at {address} and its spares",
@@ -1029,7 +1092,7 @@ def _prepare(
         registry = faults.registry_for(case, fault_plugins)
     stem = case_stem(case)
     directory = os.path.abspath(log_dir if log_dir is not None else _default_log_dir(stem))
-    os.makedirs(directory, exist_ok=True)
+    make_private_directory(directory)
     case_file = os.path.join(directory, f"{stem}{_CASE_COPY}.txt")
     if os.path.abspath(case.path) != case_file:
         _write_case_file(case, case_file, registry)
@@ -1100,7 +1163,7 @@ async def run_case(
 
 def _external_olympus(
     address: str | None, key_file: str | None, kill_head_after: int | None
-) -> tuple[str, crypto.KeyPair] | None:
+) -> tuple[str, crypto.KeyPair, str] | None:
     """
     The running Olympus to use, checked before anything starts.
 
@@ -1114,7 +1177,7 @@ def _external_olympus(
         raise ValueError("--kill-head-after needs replicas started by the launcher")
     try:
         parse_address(address)
-        return address, crypto.KeyPair.load(key_file)
+        return address, crypto.KeyPair.load(key_file), key_file
     except (OSError, ValueError) as e:
         raise ValueError(f"Olympus {address}: {e}") from None
 

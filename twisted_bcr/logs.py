@@ -25,6 +25,8 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
 
+from twisted_bcr.files import open_private_append
+
 #: Keys Twisted adds that are either objects or already rendered elsewhere.
 _UNSERIALISED = frozenset({"log_logger", "log_source", "log_observer", "log_failure"})
 
@@ -120,7 +122,15 @@ def event_as_text(event: dict[str, Any], format_time: Callable[[float], str]) ->
 
 @implementer(ILogObserver)
 class LogFiles:
-    """The JSON and text log files of one process or node, as one observer."""
+    """
+    The JSON and text log files of one process or node, as one observer.
+
+    Both are opened for appending with L{open_private_append}: created 0600,
+    tightened to 0600 if an older run left them looser.
+
+    @raise twisted_bcr.files.UnsafeFileError: a symlink, or something not a
+        regular file of ours, is at either name.
+    """
 
     def __init__(
         self,
@@ -130,8 +140,14 @@ class LogFiles:
     ) -> None:
         self.json_path = os.path.join(directory, f"{stem}.json")
         self.text_path = os.path.join(directory, f"{stem}.log")
-        self._json: IO[str] = open(self.json_path, "a", encoding="utf-8")
-        self._text: IO[str] = open(self.text_path, "a", encoding="utf-8")
+        # The logs hold the replicated state and every request: 0600, and
+        # never through a symlink or into a file someone else planted.
+        self._json: IO[str] = open_private_append(self.json_path)
+        try:
+            self._text: IO[str] = open_private_append(self.text_path)
+        except BaseException:
+            self._json.close()
+            raise
         self._format_time = _TimeFormatter()
         self._on_write = on_write
         self.closed = False

@@ -168,6 +168,21 @@ class ClientResult:
     statement: Signed
 
 
+@frozen
+class RegistrationBinding:
+    """
+    What a spare's identity key signs to answer Olympus's challenge: this
+    fresh replica key, at this address, for this Olympus boot and nonce.
+    """
+
+    TAG: ClassVar[int] = 13
+    olympus_key: bytes
+    epoch: bytes
+    nonce: bytes
+    verify_key: bytes
+    address: str
+
+
 # ---------------------------------------------------------------------------
 # Data plane: clients and replicas
 
@@ -265,24 +280,39 @@ class Sealed:
     """
     A control message signed by its sender: C{body} is the canonical
     encoding of the inner message, C{signer} names the key that must verify
-    it (C{"olympus"}, C{"replica"} or C{"client <i>"}) and C{sender} is the
-    address to answer to.
+    it (C{"olympus"}, C{"spare"}, C{"replica c.i"} or C{"client <i>"}) and
+    C{sender} is the address to answer to.
+
+    So that no sealed message can be replayed to anyone else or into
+    another run, it names its C{recipient} (the recipient's verify key),
+    Olympus's boot C{epoch} (empty only in a first registration, before the
+    sender has heard from Olympus) and the C{configuration} it is about
+    (-1 for none).  The signature covers every field: it is over the
+    canonical encoding of this envelope with an empty C{signature}.
     """
 
     TAG: ClassVar[int] = 40
     sender: str
     signer: str
+    recipient: bytes
+    epoch: bytes
+    configuration: int
     body: bytes
     signature: bytes
 
 
 @frozen
 class RegisterReplica:
-    """A fresh spare announces its address and public key to Olympus."""
+    """
+    A fresh spare announces its address, the fresh key it will sign with
+    (C{verify_key}) and the long-term identity key an operator admitted
+    (C{identity_key}).  Olympus answers with a L{RegistrationChallenge}.
+    """
 
     TAG: ClassVar[int] = 41
     address: str
     verify_key: bytes
+    identity_key: bytes
 
 
 @frozen
@@ -455,6 +485,62 @@ class RunReport:
     errors: tuple[str, ...]
 
 
+@frozen
+class RegistrationChallenge:
+    """Olympus's fresh nonce for a spare to sign with its identity key."""
+
+    TAG: ClassVar[int] = 58
+    nonce: bytes
+
+
+@frozen
+class RegistrationResponse:
+    """
+    The spare's answer: its identity key's signature over the
+    L{RegistrationBinding} of the challenge's nonce.
+    """
+
+    TAG: ClassVar[int] = 59
+    nonce: bytes
+    signature: bytes
+
+
+@frozen
+class Ready:
+    """
+    A replica took up its position: Olympus tells clients about a
+    configuration only once all of it is ready (or a step timeout passed),
+    so no request or shuttle reaches a replica that is still a spare.
+    """
+
+    TAG: ClassVar[int] = 60
+    configuration: int
+    index: int
+
+
+# ---------------------------------------------------------------------------
+# The connection handshake (twisted_bcr.net.handshake): the first frames on
+# every connection, before any wire message.
+
+
+@frozen
+class Hello:
+    """The key this end will prove it holds, and a fresh nonce."""
+
+    TAG: ClassVar[int] = 70
+    version: int
+    verify_key: bytes
+    nonce: bytes
+
+
+@frozen
+class HandshakeProof:
+    """The signature over the handshake transcript (docs/SECURITY.md)."""
+
+    TAG: ClassVar[int] = 71
+    signature: bytes
+
+
 #: Messages that may appear at the top of a frame.
 WIRE_MESSAGES: tuple[type, ...] = (
     ClientRequest,
@@ -487,7 +573,13 @@ SEALED_MESSAGES: tuple[type, ...] = (
     FinalState,
     FinishRun,
     RunReport,
+    RegistrationChallenge,
+    RegistrationResponse,
+    Ready,
 )
+
+#: The frames of the connection handshake.
+HANDSHAKE_MESSAGES: tuple[type, ...] = (Hello, HandshakeProof)
 
 #: Things that are signed as a L{Signed} body.
 SIGNED_BODIES: tuple[type, ...] = (
@@ -495,6 +587,7 @@ SIGNED_BODIES: tuple[type, ...] = (
     OrderStatement,
     ResultStatement,
     CheckpointStatement,
+    RegistrationBinding,
 )
 
 #: Every class the codec knows, by tag.
@@ -512,9 +605,11 @@ ALL_TYPES: tuple[type, ...] = (
         ClientInfo,
         Configuration,
         ClientResult,
+        RegistrationBinding,
     )
     + WIRE_MESSAGES
     + SEALED_MESSAGES
+    + HANDSHAKE_MESSAGES
 )
 
 
@@ -549,4 +644,9 @@ _NAMES: dict[type, str] = {
     FinalState: "final_state",
     FinishRun: "finish_run",
     RunReport: "run_report",
+    RegistrationChallenge: "registration_challenge",
+    RegistrationResponse: "registration_response",
+    Ready: "ready",
+    Hello: "hello",
+    HandshakeProof: "handshake_proof",
 }

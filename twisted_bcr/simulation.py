@@ -5,16 +5,22 @@ replicas, clients and driver, in one process on a L{twisted.internet.task.Clock}
 
 Every message really goes through the codec (encoded at send, decoded at
 delivery), every signature is real, and all randomness (network latencies,
-keys) comes from one seed, so the same seed gives the same run event for
-event.  Channels are FIFO per (sender, receiver) pair, like TCP.  The
+keys, nonces) comes from one seed, so the same seed gives the same run event
+for event.  Channels are FIFO per (sender, receiver) pair, like TCP.  The
 network can crash and stall nodes and drop, delay or partition messages
 between nodes; a test schedules such faults on the clock.
+
+Like the processes binding, the network authenticates: every node has a
+key, a message is delivered only if the node at the address it was sent to
+has the key the sender expected (a failed handshake otherwise), and the
+receiver learns the sender's true key.  A test models an outsider by adding
+a node with a key of its own (L{SimulatedNetwork.add_node}) and sending
+whatever it likes from there.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -30,15 +36,18 @@ from twisted.logger import (
 from zope.interface import implementer, provider
 
 from twisted_bcr import codec, crypto, faults
+from twisted_bcr.admission import AdmittedKeys
 from twisted_bcr.checking import build_summary
 from twisted_bcr.config import Case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.core.olympus import Olympus
 from twisted_bcr.core.replica import Replica, fault_plan_factory
+from twisted_bcr.files import make_private_directory
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
+from twisted_bcr.peers import Peer
 
 #: One-way message latency range of the simulated network, in seconds.
 DEFAULT_LATENCY_S = (0.0001, 0.0005)
@@ -53,9 +62,13 @@ def seeded_key(seed: int, name: str) -> crypto.KeyPair:
 class SimulatedNode:
     """One machine's environment inside a L{SimulatedNetwork}."""
 
-    def __init__(self, network: SimulatedNetwork, address: str, publisher: LogPublisher):
+    def __init__(
+        self, network: SimulatedNetwork, address: str, key: bytes, publisher: LogPublisher
+    ):
         self.network = network
         self.address = address
+        #: The verify key this node authenticates with.
+        self.key = key
         self.publisher = publisher
         self.log = Logger(namespace=f"bcr.{address}", observer=publisher)
         self.machine: IMachine | None = None
@@ -64,9 +77,12 @@ class SimulatedNode:
         self.exit_status: int | None = None
         self._timers: dict[str, IDelayedCall] = {}
 
-    def send(self, to: str, message: object) -> None:
+    def send(self, to: Peer, message: object) -> None:
         if self.alive:
             self.network.transmit(self.address, to, codec.encode(message))
+
+    def random_bytes(self, count: int) -> bytes:
+        return self.network.random_bytes(count)
 
     def start_timer(self, key: str, seconds: float) -> None:
         self.cancel_timer(key)
@@ -133,6 +149,9 @@ class SimulatedNetwork:
     ) -> None:
         self.clock = clock or Clock()
         self.random = random.Random(seed)
+        # Nonces and epochs draw from their own stream, so that they do not
+        # shift the latencies a seed gives.
+        self._bytes = random.Random(f"bytes/{seed}")
         self.latency_s = latency_s
         self.nodes: dict[str, SimulatedNode] = {}
         self._links: dict[tuple[str, str], _Link] = {}
@@ -141,11 +160,18 @@ class SimulatedNetwork:
         #: Every kill and stall, in order, for the summary.
         self.injected: list[dict[str, Any]] = []
 
-    def add_node(self, address: str, observers: list[ILogObserver]) -> SimulatedNode:
+    def add_node(
+        self, address: str, observers: list[ILogObserver], key: bytes
+    ) -> SimulatedNode:
+        """A node at C{address} that authenticates with the verify key C{key}."""
         publisher = LogPublisher(*observers)
-        node = SimulatedNode(self, address, publisher)
+        node = SimulatedNode(self, address, key, publisher)
         self.nodes[address] = node
         return node
+
+    def random_bytes(self, count: int) -> bytes:
+        """C{count} bytes from the seed's stream of nonces."""
+        return self._bytes.randbytes(count)
 
     def link(self, sender: str, receiver: str) -> _Link:
         return self._links.setdefault((sender, receiver), _Link())
@@ -194,7 +220,8 @@ class SimulatedNetwork:
 
     # Delivery -------------------------------------------------------------
 
-    def transmit(self, sender: str, receiver: str, frame: bytes) -> None:
+    def transmit(self, sender: str, to: Peer, frame: bytes) -> None:
+        receiver = to.address
         link = self.link(sender, receiver)
         if link.dropped:
             return
@@ -208,13 +235,18 @@ class SimulatedNetwork:
         arrival = max(arrival, link.last_delivery)
         link.last_delivery = arrival
         self.clock.callLater(
-            arrival - self.clock.seconds(), self._deliver, sender, receiver, frame
+            arrival - self.clock.seconds(), self._deliver, sender, to, frame
         )
 
-    def _deliver(self, sender: str, receiver: str, frame: bytes) -> None:
+    def _deliver(self, sender: str, to: Peer, frame: bytes) -> None:
+        receiver = to.address
         node = self.nodes.get(receiver)
         if node is None or not node.alive:
             self.undeliverable.append((sender, receiver, "no live node"))
+            return
+        if node.key != to.key:
+            # The handshake would fail: the process there is someone else.
+            self.undeliverable.append((sender, receiver, "not the key expected there"))
             return
         delay = node.stalled_until - self.clock.seconds()
         if delay > 0:
@@ -222,7 +254,7 @@ class SimulatedNetwork:
             # was scheduled later still, so order is kept.
             link = self.link(sender, receiver)
             link.last_delivery = max(link.last_delivery, node.stalled_until)
-            self.clock.callLater(delay, self._deliver, sender, receiver, frame)
+            self.clock.callLater(delay, self._deliver, sender, to, frame)
             return
         try:
             message = codec.decode_wire(frame)
@@ -230,7 +262,7 @@ class SimulatedNetwork:
             self.undeliverable.append((sender, receiver, str(e)))
             return
         assert node.machine is not None
-        node.machine.receive(sender, message)
+        node.machine.receive(Peer(sender, self.nodes[sender].key), message)
 
     def run_until(self, done: Callable[[], bool], deadline_s: float) -> bool:
         """Advance the clock event by event until C{done()} or the deadline."""
@@ -300,22 +332,32 @@ def build_cluster(
         if event.get("event") == "bcr.fault_fired":
             fired.append({k: event[k] for k in ("configuration", "replica", "trigger", "failure")})
 
-    def node(address: str) -> SimulatedNode:
+    def node(address: str, key: crypto.KeyPair) -> SimulatedNode:
         observers = _observers_for(log_dir, f"{case.file_stem}-{address}", files)
-        return network.add_node(address, observers + extra + [note_fired])
+        return network.add_node(address, observers + extra + [note_fired], key.verify_key_bytes)
 
     plans = fault_plan_factory(registry or faults.registry_for(case))
     olympus_key = seeded_key(seed, "olympus")
-    olympus = Olympus(node("olympus"), case, olympus_key)
+    olympus_peer = Peer("olympus", olympus_key.verify_key_bytes)
+    spare_count = 2 * case.t + 1 + spares
+    identities = [seeded_key(seed, f"identity/spare-{n}") for n in range(spare_count)]
+    client_keys = [seeded_key(seed, f"client-{i}") for i in range(case.num_client)]
+    # The simulation admits exactly the processes it creates, like bcr run.
+    admission = AdmittedKeys(
+        frozenset(identity.verify_key_bytes for identity in identities),
+        {i: key.verify_key_bytes for i, key in enumerate(client_keys)},
+    )
+    olympus = Olympus(node("olympus", olympus_key), case, olympus_key, admission)
     network.nodes["olympus"].machine = olympus
     replicas = []
-    for n in range(2 * case.t + 1 + spares):
+    for n in range(spare_count):
         address = f"spare-{n}"
+        key = seeded_key(seed, address)
         replica = Replica(
-            node(address),
-            seeded_key(seed, address),
-            "olympus",
-            olympus_key.verify_key_bytes,
+            node(address, key),
+            key,
+            olympus_peer,
+            identity=identities[n],
             fault_injection=True,
             faults_factory=plans,
         )
@@ -339,18 +381,18 @@ def build_cluster(
     for index, operations in enumerate(case.workloads):
         address = f"client-{index}"
         client = Client(
-            node(address),
+            node(address, client_keys[index]),
             index,
             list(operations),
-            seeded_key(seed, address),
-            "olympus",
-            olympus_key.verify_key_bytes,
+            client_keys[index],
+            olympus_peer,
             case.client_timeout_ms,
             on_finished,
         )
         network.nodes[address].machine = client
         cluster.clients.append(client)
-    cluster.driver = Driver(node("driver"), "olympus", olympus_key, on_report)
+    # The driver holds Olympus's key: it is the operator's own process.
+    cluster.driver = Driver(node("driver", olympus_key), olympus_peer, olympus_key, on_report)
     network.nodes["driver"].machine = cluster.driver
     return cluster
 
@@ -426,7 +468,7 @@ def simulate(
     """
     files: list[Any] = []
     if log_dir is not None:
-        os.makedirs(log_dir, exist_ok=True)
+        make_private_directory(log_dir)
     try:
         cluster = build_cluster(
             case, seed, log_dir,

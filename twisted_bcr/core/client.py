@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
+    MAX_CLIENT_MESSAGE,
     client_name,
     count_matching_results,
     from_olympus,
@@ -42,6 +43,8 @@ from twisted_bcr.messages import (
     Sealed,
     Signed,
 )
+from twisted_bcr.peers import Peer, peer_of
+from twisted_bcr.throttle import Throttle, clip
 
 #: The shortest wait between two retransmissions, however small the
 #: configured client timeout (SPEC §6.1 allows timeouts of 0 or 1 ms).
@@ -83,8 +86,7 @@ class Client:
         index: int,
         operations: list[tuple[str, tuple[str, ...]]],
         key: crypto.KeyPair,
-        olympus_address: str,
-        olympus_key: bytes,
+        olympus: Peer,
         timeout_ms: int,
         on_finished: Callable[[ClientOutcome], None],
         verifier: crypto.Verifier | None = None,
@@ -94,8 +96,10 @@ class Client:
         self.index = index
         self.name = client_name(index)
         self._key = key
-        self._olympus_address = olympus_address
-        self._olympus_key = olympus_key
+        self._olympus = olympus
+        #: Olympus's boot epoch, learnt from its first message to us.
+        self._olympus_epoch: bytes | None = None
+        self._throttle = Throttle(env.now)
         self._timeout_s = max(timeout_ms / 1000, MINIMUM_TIMEOUT_S)
         self._on_finished = on_finished
         self._verifier = verifier or crypto.Verifier()
@@ -127,16 +131,38 @@ class Client:
         )
         self._register()
 
-    def receive(self, sender: str, message: object) -> None:
-        """Dispatch one wire message."""
+    def receive(self, sender: Peer, message: object) -> None:
+        """
+        Dispatch one wire message.  Results and errors count only from a
+        replica of a configuration this client knows (which one is checked
+        against the configuration the message names); sealed messages only
+        from Olympus, or, for a result Olympus recovered, from a replica
+        handing it on.
+        """
         if isinstance(message, ResultMessage):
-            self._on_result(sender, message)
+            if self._is_replica_of(sender, message.configuration):
+                self._on_result(sender, message)
+                return
         elif isinstance(message, Sealed):
-            self._on_sealed(sender, message)
+            if sender.key == self._olympus.key or self._is_replica_of(sender, None):
+                self._on_sealed(sender, message)
+                return
         elif isinstance(message, ErrorMessage):
-            self._on_error(sender, message)
+            if self._is_replica_of(sender, message.configuration):
+                self._on_error(sender, message)
+                return
         else:
             self._reject(sender, f"unexpected {type(message).__name__}")
+            return
+        self._reject(sender, f"dropped {type(message).__name__} from a peer that is not a replica")
+
+    def _is_replica_of(self, sender: Peer, number: int | None) -> bool:
+        """Is C{sender} a replica of configuration C{number} (of any, if None)?"""
+        configurations = (
+            self._configurations.values() if number is None
+            else [c for c in (self._configurations.get(number),) if c is not None]
+        )
+        return any(sender.key == r.verify_key for c in configurations for r in c.replicas)
 
     def timer_expired(self, key: str) -> None:
         """Retry registration, or handle a request timeout (§6.1)."""
@@ -152,40 +178,60 @@ class Client:
             self._ask_configuration(retransmit=True)
             self._env.start_timer(_REQUEST_TIMER, self._timeout_s)
 
+    def max_message_from(self, key: bytes) -> int:
+        # Olympus's configurations and replicas' results: all small.
+        return MAX_CLIENT_MESSAGE
+
     # ------------------------------------------------------------------
 
-    def _reject(self, sender: str, reason: str) -> None:
+    def _reject(self, sender: Peer, reason: str) -> None:
+        # A stranger can mint keys and connections: they share one allowance.
+        known = sender.key == self._olympus.key or self._is_replica_of(sender, None)
+        suppressed = self._throttle.allow(sender.key.hex() if known else "strangers")
+        if suppressed is None:
+            return
         self._log.warn(
-            "{name} rejected input from {peer}: {reason}",
-            name=self.name, peer=sender, reason=reason,
+            "{name} rejected input from {peer}: {reason}{suppressed_note}",
+            name=self.name, peer=sender.address, reason=clip(reason),
+            suppressed=suppressed,
+            suppressed_note=f" ({suppressed} similar lines suppressed)" if suppressed else "",
             event="bcr.rejected", node=self.name,
         )
 
     def _seal(self, message: object) -> Sealed:
-        return crypto.seal(self._key, self._env.address, self.name, message)
+        return crypto.seal(
+            self._key, self._env.address, self.name, message,
+            recipient=self._olympus.key, epoch=self._olympus_epoch or b"",
+            configuration=self.configuration.number if self.configuration else -1,
+        )
 
     def _register(self) -> None:
         registration = RegisterClient(
             self.index, self._env.address, self._key.verify_key_bytes
         )
-        self._env.send(self._olympus_address, self._seal(registration))
+        self._env.send(self._olympus, self._seal(registration))
         self._env.start_timer(_REGISTRATION_TIMER, max(self._timeout_s, 1.0))
 
     def _ask_configuration(self, retransmit: bool) -> None:
         self._awaiting_configuration = True
         self._retransmit_on_reply = self._retransmit_on_reply or retransmit
-        self._env.send(self._olympus_address, self._seal(GetConfiguration(self.index)))
+        self._env.send(self._olympus, self._seal(GetConfiguration(self.index)))
 
-    def _on_sealed(self, sender: str, sealed: Sealed) -> None:
+    def _on_sealed(self, sender: Peer, sealed: Sealed) -> None:
         try:
-            inner = from_olympus(self._verifier, sealed, self._olympus_key)
+            inner = from_olympus(
+                self._verifier, sealed, self._olympus.key, self._key.verify_key_bytes,
+                self._olympus_epoch,
+            )
         except (crypto.BadSignature, codec.BadMessage) as e:
             self._reject(sender, f"sealed by {sealed.signer!r}: {e}")
             return
-        if isinstance(inner, ConfigurationReply):
-            self._on_configuration(inner.configuration)
-        elif isinstance(inner, ResultFromOlympus):
+        if self._olympus_epoch is None:
+            self._olympus_epoch = sealed.epoch
+        if isinstance(inner, ResultFromOlympus):
             self._on_recovered_result(sender, inner)
+        elif isinstance(inner, ConfigurationReply) and sender.key == self._olympus.key:
+            self._on_configuration(inner.configuration)
         else:
             self._reject(sender, f"unexpected {type(inner).__name__} from Olympus")
 
@@ -216,11 +262,11 @@ class Client:
         elif retransmit:
             self._retransmit()
 
-    def _on_error(self, sender: str, error: ErrorMessage) -> None:
+    def _on_error(self, sender: Peer, error: ErrorMessage) -> None:
         self._log.info(
             "{name} got error {reason!r} for {client}:{seq} from {peer}",
             name=self.name, reason=error.reason, client=error.client, seq=error.seq,
-            peer=sender, event="bcr.error", node=self.name,
+            peer=sender.address, event="bcr.error", node=self.name,
         )
         # An error is a sign that reconfiguration is under way (§6.1).  If
         # the configuration has not changed yet, the request timer decides
@@ -251,7 +297,7 @@ class Client:
     def _send_to_head(self) -> None:
         assert self.configuration is not None and self._signed_request is not None
         name, args = self.outcome.operations[self.outcome.accepted]
-        head = self.configuration.replicas[0].address
+        head = peer_of(self.configuration.replicas[0])
         self._log.info(
             "{name} sends request {request_id} {operation} to the head of "
             "configuration {configuration}",
@@ -276,9 +322,9 @@ class Client:
         )
         message = ClientRequest(self._signed_request)
         for replica in self.configuration.replicas:
-            self._env.send(replica.address, message)
+            self._env.send(peer_of(replica), message)
 
-    def _on_result(self, sender: str, message: ResultMessage) -> None:
+    def _on_result(self, sender: Peer, message: ResultMessage) -> None:
         seq = self.outcome.accepted
         if (
             self._signed_request is None
@@ -327,9 +373,9 @@ class Client:
         request = ReconfigurationRequest(
             message.configuration, self.name, reason, message.result_proof
         )
-        self._env.send(self._olympus_address, self._seal(request))
+        self._env.send(self._olympus, self._seal(request))
 
-    def _on_recovered_result(self, sender: str, voucher: ResultFromOlympus) -> None:
+    def _on_recovered_result(self, sender: Peer, voucher: ResultFromOlympus) -> None:
         """A result Olympus recovered in a reconfiguration (SPEC §9.6)."""
         if (
             self._signed_request is None

@@ -8,10 +8,13 @@ make the same way.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from attrs import frozen
 
 from twisted_bcr import codec, crypto
+from twisted_bcr.dictionary import operation_problem
 from twisted_bcr.messages import (
     CheckpointProof,
     CheckpointStatement,
@@ -21,8 +24,38 @@ from twisted_bcr.messages import (
     Sealed,
     Signed,
 )
+from twisted_bcr.peers import Peer
 
 T = TypeVar("T")
+
+
+@frozen
+class Rule:
+    """
+    One row of a machine's acceptance table: who may send a message, in
+    which modes it is handled, and by what.  C{sender} names the principal
+    (for logs and docs/SECURITY.md); C{allowed(machine, peer, message)}
+    decides it from the authenticated key.
+    """
+
+    sender: str
+    allowed: Callable[[Any, Peer, Any], bool]
+    #: The modes it is handled in (a machine without modes: L{ALWAYS}).
+    modes: frozenset[Any]
+    handler: Callable[..., None]
+
+
+#: The modes of a rule that holds whatever state its machine is in.
+ALWAYS: frozenset[Any] = frozenset({"always"})
+
+#: Message size bounds by the sender's role (docs/SECURITY.md).  The largest
+#: messages are Olympus's and the chain's: a whole dictionary in an
+#: assignment or running state, a long history in a wedged message.
+MAX_MESSAGE = 4 * 1024 * 1024
+#: A client's request, or a result or configuration for a client.
+MAX_CLIENT_MESSAGE = 64 * 1024
+#: A key with no role yet: a spare registering, or nobody we know.
+MAX_STRANGER_MESSAGE = 4 * 1024
 
 #: The signer name Olympus uses on everything it seals.
 OLYMPUS = "olympus"
@@ -66,7 +99,8 @@ def check_request(
 ) -> Request:
     """
     The request inside C{signed}, after checking it is signed by the client
-    it names.  Raises L{crypto.BadSignature} or L{codec.BadMessage}.
+    it names and asks for an operation the dictionary can execute.  Raises
+    L{crypto.BadSignature} or L{codec.BadMessage}.
     """
     client = requesting_client(signed)
     key = client_keys.get(client)
@@ -76,6 +110,9 @@ def check_request(
     if verified.client != client:
         # Only if the encoding of Request changed without this function.
         raise codec.BadMessage(f"request names client {verified.client}, not {client}")
+    problem = operation_problem(verified.operation.name, verified.operation.args)
+    if problem is not None:
+        raise codec.BadMessage(f"request {verified.request_id}: {problem}")
     return verified
 
 
@@ -165,23 +202,51 @@ def check_checkpoint_proof(
             )
 
 
+class Misaddressed(codec.BadMessage):
+    """A sealed message for another recipient, or from another Olympus boot."""
+
+
 def unseal(
-    verifier: crypto.Verifier, sealed: Sealed, verify_key: bytes
+    verifier: crypto.Verifier,
+    sealed: Sealed,
+    verify_key: bytes,
+    recipient: bytes,
+    epoch: bytes | None = None,
 ) -> object:
-    """Open a L{Sealed} control message; raises BadSignature or BadMessage."""
-    return verifier.open_sealed(sealed, verify_key)
-
-
-def from_olympus(verifier: crypto.Verifier, message: object, olympus_key: bytes) -> object:
     """
-    The control message inside C{message}, which must be sealed by Olympus.
+    Open a L{Sealed} control message signed with C{verify_key} and meant
+    for C{recipient}; with C{epoch}, it must also be of that Olympus boot.
+
+    @raise crypto.BadSignature: the signature does not verify.
+    @raise codec.BadMessage: its body is not a control message, or it is
+        L{Misaddressed}.
+    """
+    inner = verifier.open_sealed(sealed, verify_key)
+    if sealed.recipient != recipient:
+        raise Misaddressed("sealed for another recipient")
+    if epoch is not None and sealed.epoch != epoch:
+        raise Misaddressed("sealed in another Olympus epoch")
+    return inner
+
+
+def from_olympus(
+    verifier: crypto.Verifier,
+    message: object,
+    olympus_key: bytes,
+    recipient: bytes,
+    epoch: bytes | None = None,
+) -> object:
+    """
+    The control message inside C{message}, which must be sealed by Olympus
+    for C{recipient} (and, with C{epoch}, in that boot of Olympus).
 
     @raise crypto.BadSignature: not a L{Sealed} envelope signed by Olympus.
-    @raise codec.BadMessage: its body is not a control message.
+    @raise codec.BadMessage: its body is not a control message, or it is
+        L{Misaddressed}.
     """
     if not isinstance(message, Sealed) or message.signer != OLYMPUS:
         raise crypto.BadSignature("not sealed by Olympus")
-    return unseal(verifier, message, olympus_key)
+    return unseal(verifier, message, olympus_key, recipient, epoch)
 
 
 def replica_keys(configuration: Configuration) -> list[bytes]:

@@ -16,9 +16,11 @@ from collections.abc import Callable
 from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
-from twisted_bcr.core.common import OLYMPUS, from_olympus
+from twisted_bcr.core.common import MAX_MESSAGE, OLYMPUS, from_olympus
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import FinishRun, RunReport
+from twisted_bcr.peers import Peer
+from twisted_bcr.throttle import Throttle, clip
 
 
 @implementer(IMachine)
@@ -28,17 +30,18 @@ class Driver:
     def __init__(
         self,
         env: IEnvironment,
-        olympus_address: str,
+        olympus: Peer,
         olympus_key: crypto.KeyPair,
         on_report: Callable[[RunReport], None],
     ) -> None:
         self._env = env
         self._log = env.log
-        self._olympus_address = olympus_address
+        self._olympus = olympus
         self._olympus_key = olympus_key
         self._on_report = on_report
         self._verifier = crypto.Verifier()
         self.report: RunReport | None = None
+        self._throttle = Throttle(env.now)
 
     def start(self) -> None:
         """Nothing happens until L{finish}."""
@@ -50,23 +53,29 @@ class Driver:
             reason=reason, event="bcr.finish", node="driver",
         )
         sealed = crypto.seal(
-            self._olympus_key, self._env.address, OLYMPUS, FinishRun(reason)
+            self._olympus_key, self._env.address, OLYMPUS, FinishRun(reason),
+            # Its first and only message: it has not heard Olympus's epoch.
+            recipient=self._olympus.key, epoch=b"",
         )
-        self._env.send(self._olympus_address, sealed)
+        self._env.send(self._olympus, sealed)
 
-    def receive(self, sender: str, message: object) -> None:
+    def receive(self, sender: Peer, message: object) -> None:
         """Accept Olympus's sealed run report; reject anything else."""
         try:
+            if sender.key != self._olympus.key:
+                raise crypto.BadSignature("not from Olympus")
             report = from_olympus(
-                self._verifier, message, self._olympus_key.verify_key_bytes
+                self._verifier, message, self._olympus_key.verify_key_bytes,
+                self._olympus_key.verify_key_bytes,
             )
             if not isinstance(report, RunReport):
                 raise codec.BadMessage(f"unexpected {type(report).__name__}")
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._log.warn(
-                "driver rejected input from {peer}: {reason}",
-                peer=sender, reason=str(e), event="bcr.rejected", node="driver",
-            )
+            if self._throttle.allow("all") is not None:
+                self._log.warn(
+                    "driver rejected input from {peer}: {reason}",
+                    peer=sender.address, reason=clip(e), event="bcr.rejected", node="driver",
+                )
             return
         if self.report is None:
             self.report = report
@@ -76,6 +85,10 @@ class Driver:
                 count=len(report.final_states), event="bcr.report", node="driver",
             )
             self._on_report(report)
+
+    def max_message_from(self, key: bytes) -> int:
+        # Olympus's run report carries every final dictionary.
+        return MAX_MESSAGE
 
     def timer_expired(self, key: str) -> None:
         """The driver sets no timers; its binding owns the run deadline."""

@@ -3,11 +3,19 @@
 Olympus, the trusted configuration service (SPEC §2.1, §9): pure.
 
 Olympus keeps a pool of registered spare replicas and the registered
-clients.  Once it has 2t+1 spares and every client of the case, it sets up
-configuration 0: it assigns each spare its chain position with a signed
-L{Assignment}.  It answers clients' configuration queries, receives
-reconfiguration requests, and at the end of a run retires every replica and
-reports their final dictionaries to whoever holds its key (the driver).
+clients, admitting only the identities its L{IAdmission} lists: a spare
+proves its admitted identity by signing a fresh challenge, a client by
+authenticating with the very key listed for its index.  Once it has 2t+1
+spares and every client of the case, it sets up configuration 0: it assigns
+each spare its chain position with a signed L{Assignment}, and tells the
+clients about the configuration once every replica said it is L{Ready}.
+It answers clients' configuration queries, receives reconfiguration
+requests, and at the end of a run retires every replica and reports their
+final dictionaries to whoever holds its key (the driver).
+
+Every message arrives with the authenticated L{Peer} that sent it; the role
+of that key (spare, replica c.i, client i, Olympus itself) decides, by
+L{Olympus.ACCEPTS}, what it may say.
 
 On an accepted reconfiguration request it runs SPEC §9: it wedges the
 chain, validates wedged messages, tries candidate quorums in a fixed order
@@ -20,14 +28,26 @@ carrying those results so that no request is executed twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import OrderedDict
+from typing import Any
 
 from attrs import define, evolve, field
 from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import Case
-from twisted_bcr.core.common import OLYMPUS, ProofError, replica_keys, replica_name, unseal
+from twisted_bcr.core.common import (
+    ALWAYS,
+    MAX_CLIENT_MESSAGE,
+    MAX_MESSAGE,
+    MAX_STRANGER_MESSAGE,
+    OLYMPUS,
+    ProofError,
+    Rule,
+    replica_keys,
+    replica_name,
+    unseal,
+)
 from twisted_bcr.core.reconfiguration import (
     QuorumPlan,
     WedgedReplica,
@@ -36,7 +56,7 @@ from twisted_bcr.core.reconfiguration import (
     validate_wedged,
     vouched_results,
 )
-from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.interfaces import IAdmission, IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
     CatchUp,
@@ -48,26 +68,57 @@ from twisted_bcr.messages import (
     FinishRun,
     GetConfiguration,
     GetRunningState,
+    Ready,
     ReconfigurationRequest,
     RegisterClient,
     RegisterReplica,
+    RegistrationBinding,
+    RegistrationChallenge,
+    RegistrationResponse,
     ReplicaInfo,
     ResultStatement,
     RunningState,
     RunReport,
     Sealed,
     Shutdown,
+    Signed,
     Wedged,
     WedgeRequest,
+    message_name,
 )
+from twisted_bcr.peers import Peer, peer_of
+from twisted_bcr.throttle import Throttle, clip
 
 #: A spare not heard from for this long is taken for dead.  Waiting spares
 #: register again at least every 30 s (REGISTRATION_INTERVAL_MAX_S).
 SPARE_SILENCE_LIMIT_S = 95.0
 
+#: The most spares Olympus keeps registered; more are refused until some
+#: are used or forgotten.
+MAX_SPARES = 256
+
+#: The most registration challenges outstanding at once, and how long one
+#: stays valid.
+MAX_CHALLENGES = 64
+CHALLENGE_LIFETIME_S = 30.0
+
+NONCE_BYTES = 32
+EPOCH_BYTES = 16
+
 _FINISH_TIMER = "finish"
 _WEDGE_TIMER = "wedge"
 _STEP_TIMER = "step"
+_ANNOUNCE_TIMER = "announce"
+
+
+@define
+class _Challenge:
+    """A registration waiting for the spare's identity to sign C{nonce}."""
+
+    nonce: bytes
+    spare: ReplicaInfo
+    identity_key: bytes
+    issued_at: float
 
 
 @define
@@ -108,11 +159,48 @@ class _Reconfiguration:
 class _Finishing:
     """A run being wound up: who asked, and the final states collected so far."""
 
-    driver: str
+    driver: Peer
     expected: int
     final_states: dict[int, FinalState] = field(factory=dict)
     errors: list[str] = field(factory=list)
     reported: bool = False
+
+
+# Who may send what: predicates over (olympus, sender, sealed message).
+
+
+def _self_certifying(olympus: Olympus, sender: Peer, message: Any) -> bool:
+    # A registration names the key it comes from; admission is checked next.
+    return bool(sender.key == message.verify_key)
+
+
+def _challenged(olympus: Olympus, sender: Peer, message: Any) -> bool:
+    return sender.key in olympus._challenges
+
+
+def _registered_client(olympus: Olympus, sender: Peer, message: Any) -> bool:
+    client = olympus.clients.get(message.client)
+    return client is not None and client.verify_key == sender.key
+
+
+def _replica_at_its_position(olympus: Olympus, sender: Peer, message: Any) -> bool:
+    # Its key must be the one Olympus gave the position the message claims.
+    return olympus._positions.get(sender.key) == (message.configuration, message.index)
+
+
+def _replica_or_client(olympus: Olympus, sender: Peer, message: Any) -> bool:
+    return sender.key in olympus._positions or any(
+        c.verify_key == sender.key for c in olympus.clients.values()
+    )
+
+
+def _olympus_itself(olympus: Olympus, sender: Peer, message: Any) -> bool:
+    # Only whoever holds Olympus's own key (the driver) ends a run.
+    return sender.key == olympus._key.verify_key_bytes
+
+
+#: What a sender may seal before it has heard Olympus's epoch (empty epoch).
+_FIRST_CONTACT = (RegisterReplica, RegisterClient, FinishRun)
 
 
 @implementer(IMachine)
@@ -124,22 +212,36 @@ class Olympus:
         env: IEnvironment,
         case: Case,
         key: crypto.KeyPair,
+        admission: IAdmission,
         verifier: crypto.Verifier | None = None,
     ) -> None:
         self._env = env
         self._log = env.log
         self._case = case
         self._key = key
+        self._admission = admission
         self._verifier = verifier or crypto.Verifier()
+        self._throttle = Throttle(env.now)
         self.name = OLYMPUS
+        #: This boot of Olympus: every message it seals names it, so none
+        #: can be replayed into another boot.
+        self.epoch = env.random_bytes(EPOCH_BYTES)
         self.spares: list[ReplicaInfo] = []
-        #: When each spare last registered: spares repeat it while they wait.
-        self._spare_seen: dict[str, float] = {}
+        #: When each spare (by key) last registered: spares repeat it while they wait.
+        self._spare_seen: dict[bytes, float] = {}
+        #: The admitted identity behind each registered spare's key.
+        self._spare_identity: dict[bytes, bytes] = {}
+        self._challenges: OrderedDict[bytes, _Challenge] = OrderedDict()
         self.clients: dict[int, ClientInfo] = {}
         self.configuration: Configuration | None = None
+        #: The newest configuration clients have been told about.
+        self.announced = -1
+        self._unready: set[int] = set()
         #: Every configuration so far, by number, and the slot each began at.
         self.configurations: dict[int, Configuration] = {}
         self._first_slots: dict[int, int] = {}
+        #: Replica key -> (configuration, position), for every configuration.
+        self._positions: dict[bytes, tuple[int, int]] = {}
         #: One record per reconfiguration, as in the summary JSON (DESIGN §4).
         self.reconfigurations: list[dict[str, object]] = []
         self.reconfiguring: _Reconfiguration | None = None
@@ -165,33 +267,53 @@ class Olympus:
             client_timeout=case.client_timeout_ms, head_timeout=case.head_timeout_ms,
             nonhead_timeout=case.nonhead_timeout_ms,
             checkpt_interval=case.checkpt_interval,
-            verify_key=self._key.verify_key_bytes.hex(),
+            verify_key=self._key.verify_key_bytes.hex(), epoch=self.epoch.hex(),
             event="bcr.start", node=self.name,
         )
 
-    def receive(self, sender: str, message: object) -> None:
-        """Olympus accepts only sealed control messages."""
+    def receive(self, sender: Peer, message: object) -> None:
+        """Olympus accepts only sealed control messages, by L{ACCEPTS}."""
         if not isinstance(message, Sealed):
             self._reject(sender, f"unexpected {type(message).__name__}")
             return
         try:
-            inner = self._open(message)
-        except (crypto.BadSignature, codec.BadMessage, LookupError, ValueError) as e:
-            # ValueError: a malformed signer name such as "client x".
+            # Signed by the key that authenticated the connection, for us.
+            inner = unseal(self._verifier, message, sender.key, self._key.verify_key_bytes)
+        except (crypto.BadSignature, codec.BadMessage) as e:
             self._reject(sender, f"sealed by {message.signer!r}: {e}")
             return
-        handler = self._handlers.get(type(inner))
-        if handler is None:
-            self._reject(sender, f"unexpected {type(inner).__name__} from {message.signer}")
+        rule = self.ACCEPTS.get(type(inner))
+        if rule is None:
+            self._reject(sender, f"unexpected {type(inner).__name__}")
             return
-        handler(self, message.sender, message.signer, inner)
+        if message.epoch != self.epoch and not (
+            message.epoch == b"" and isinstance(inner, _FIRST_CONTACT)
+        ):
+            self._reject(sender, f"{message_name(inner)} sealed in another Olympus epoch")
+            return
+        if not rule.allowed(self, sender, inner):
+            self._reject(
+                sender, f"dropped {message_name(inner)} from a peer that is not {rule.sender}"
+            )
+            return
+        # Replies go where the (signed) envelope says the sender listens.
+        rule.handler(self, Peer(message.sender, sender.key), self._name_of(sender.key), inner)
 
     def timer_expired(self, key: str) -> None:
-        """A reconfiguration step or the end-of-run collection timed out."""
+        """A reconfiguration step, an announcement or the end-of-run collection timed out."""
         if key == _WEDGE_TIMER:
             self._wedge_step_expired()
         elif key == _STEP_TIMER:
             self._attempt_step_expired()
+        elif key == _ANNOUNCE_TIMER:
+            self._log.warn(
+                "olympus: replicas {unready} of configuration {number} did not say "
+                "they are ready within the step timeout; announcing it anyway",
+                unready=sorted(self._unready),
+                number=self.configuration.number if self.configuration else -1,
+                event="bcr.unready", node=self.name,
+            )
+            self._announce()
         elif key == _FINISH_TIMER and self._finishing is not None:
             finishing = self._finishing
             missing = [
@@ -202,79 +324,163 @@ class Olympus:
             )
             self._report()
 
+    def max_message_from(self, key: bytes) -> int:
+        name = self._name_of(key)
+        if name == OLYMPUS or name.startswith("replica "):
+            return MAX_MESSAGE
+        if name.startswith("client "):
+            return MAX_CLIENT_MESSAGE
+        return MAX_STRANGER_MESSAGE
+
     # ------------------------------------------------------------------
 
-    def _reject(self, sender: str, reason: str) -> None:
+    def _reject(self, sender: Peer, reason: str) -> None:
+        # Per key for registered peers; strangers, who can mint keys and
+        # connections at will, share one allowance.
+        role = self._name_of(sender.key)
+        suppressed = self._throttle.allow(
+            "strangers" if role == "spare" and sender.key not in self._spare_identity
+            else sender.key.hex()
+        )
+        if suppressed is None:
+            return
         self._log.warn(
-            "olympus rejected input from {peer}: {reason}",
-            peer=sender, reason=reason, event="bcr.rejected", node=self.name,
+            "olympus rejected input from {peer}: {reason}{suppressed_note}",
+            peer=sender.address, reason=clip(reason), suppressed=suppressed,
+            suppressed_note=f" ({suppressed} similar lines suppressed)" if suppressed else "",
+            event="bcr.rejected", node=self.name,
         )
 
-    def _seal(self, message: object) -> Sealed:
-        return crypto.seal(self._key, self._env.address, OLYMPUS, message)
+    def _seal(self, message: object, to: bytes, configuration: int = -1) -> Sealed:
+        return crypto.seal(
+            self._key, self._env.address, OLYMPUS, message,
+            recipient=to, epoch=self.epoch, configuration=configuration,
+        )
 
-    def _open(self, sealed: Sealed) -> object:
-        """Verify a sealed message with the key its signer name stands for."""
-        signer = sealed.signer
-        if signer in ("spare",) or signer.startswith("client "):
-            # Registrations are self-certifying: the key is in the body, and
-            # a client's later messages must match the key it registered.
-            inner = codec.decode_sealed_body(sealed.body)
-            if isinstance(inner, (RegisterReplica, RegisterClient)):
-                return unseal(self._verifier, sealed, inner.verify_key)
-            if signer.startswith("client "):
-                info = self.clients[int(signer.split()[1])]
-                return unseal(self._verifier, sealed, info.verify_key)
-            raise crypto.BadSignature("a spare may only register")
-        if signer == OLYMPUS:
-            return unseal(self._verifier, sealed, self._key.verify_key_bytes)
-        if signer.startswith("replica "):
-            number, index = (int(x) for x in signer.split()[1].split("."))
-            configuration = self.configurations.get(number)
-            if configuration is None:
-                raise LookupError(f"there is no configuration {number}")
-            if not 0 <= index < len(configuration.replicas):
-                raise LookupError(f"no replica {index} in configuration {number}")
-            key = configuration.replicas[index].verify_key
-            return unseal(self._verifier, sealed, key)
-        raise LookupError("unknown signer")
+    def _send_sealed(self, to: Peer, message: object, configuration: int = -1) -> None:
+        self._env.send(to, self._seal(message, to.key, configuration))
+
+    def _name_of(self, key: bytes) -> str:
+        """The role a key has here, as logs and records name it."""
+        if key == self._key.verify_key_bytes:
+            return OLYMPUS
+        position = self._positions.get(key)
+        if position is not None:
+            return replica_name(*position)
+        for client in self.clients.values():
+            if client.verify_key == key:
+                return f"client {client.index}"
+        return "spare"
 
     # ------------------------------------------------------------------
     # Registration and configuration 0
 
-    def _on_register_replica(self, sender: str, signer: str, message: RegisterReplica) -> None:
-        info = ReplicaInfo(message.address, message.verify_key)
-        if any(info in c.replicas for c in self.configurations.values()):
+    def _on_register_replica(self, sender: Peer, signer: str, message: RegisterReplica) -> None:
+        key = message.verify_key
+        if key in self._positions:
             # Sent before its assignment arrived: it is no spare any more.
             return
-        known = next((s for s in self.spares if s.address == message.address), None)
-        self._spare_seen[message.address] = self._env.now()
-        if known == info:
-            # A spare waiting for work says it is still alive.
+        if key in self._spare_identity:
+            if self._spare_identity[key] == message.identity_key:
+                # A spare waiting for work says it is still alive.
+                self._spare_seen[key] = self._env.now()
             return
-        if known is not None:
-            # A new process at the same address (a daemon restarted by
-            # systemd): the old one and its key are gone.
-            self.spares.remove(known)
+        if not self._admission.admits_replica(message.identity_key):
+            self._reject(
+                sender,
+                f"spare registration with identity {message.identity_key.hex()[:16]}, "
+                f"which is not admitted",
+            )
+            return
+        if len(self._live_spares()) >= MAX_SPARES:
+            self._reject(sender, f"spare registration: {MAX_SPARES} spares already registered")
+            return
+        self._expire_challenges()
+        if key not in self._challenges and len(self._challenges) >= MAX_CHALLENGES:
+            self._reject(sender, f"spare registration: {MAX_CHALLENGES} challenges outstanding")
+            return
+        challenge = _Challenge(
+            nonce=self._env.random_bytes(NONCE_BYTES),
+            spare=ReplicaInfo(message.address, key),
+            identity_key=message.identity_key,
+            issued_at=self._env.now(),
+        )
+        self._challenges[key] = challenge
+        # To the address it claims, checked by the binding to be held by
+        # this key: a spare cannot register an address it does not serve.
+        self._send_sealed(peer_of(challenge.spare), RegistrationChallenge(challenge.nonce))
+
+    def _expire_challenges(self) -> None:
+        now = self._env.now()
+        while self._challenges:
+            oldest = next(iter(self._challenges.values()))
+            if now - oldest.issued_at <= CHALLENGE_LIFETIME_S:
+                break
+            self._challenges.popitem(last=False)
+
+    def _on_registration_response(
+        self, sender: Peer, signer: str, message: RegistrationResponse
+    ) -> None:
+        challenge = self._challenges.pop(sender.key)
+        if self._env.now() - challenge.issued_at > CHALLENGE_LIFETIME_S:
+            self._reject(sender, "registration response to an expired challenge")
+            return
+        binding = RegistrationBinding(
+            self._key.verify_key_bytes, self.epoch, challenge.nonce,
+            challenge.spare.verify_key, challenge.spare.address,
+        )
+        try:
+            if message.nonce != challenge.nonce:
+                raise crypto.BadSignature("answers another challenge")
+            self._verifier.verify(
+                Signed(codec.encode(binding), message.signature),
+                challenge.identity_key, RegistrationBinding,
+            )
+        except (crypto.BadSignature, codec.BadMessage) as e:
+            self._reject(sender, f"registration response: {e}")
+            return
+        if not self._admission.admits_replica(challenge.identity_key):
+            self._reject(sender, "registration response from an identity no longer admitted")
+            return
+        self._add_spare(challenge.spare, challenge.identity_key)
+
+    def _add_spare(self, info: ReplicaInfo, identity_key: bytes) -> None:
+        # One spare per identity and per address: a newer registration is a
+        # daemon restarted by systemd, and the old process is gone.
+        replaced = [
+            s for s in self.spares
+            if s.address == info.address or self._spare_identity.get(s.verify_key) == identity_key
+        ]
+        for old in replaced:
+            self._forget_spare(old)
         self.spares.append(info)
+        self._spare_identity[info.verify_key] = identity_key
+        self._spare_seen[info.verify_key] = self._env.now()
         self._log.info(
             "olympus registered spare {address} ({count} spares){restarted}",
-            address=message.address, count=len(self.spares),
-            restarted=", replacing the previous process there" if known else "",
-            verify_key=message.verify_key.hex(), event="bcr.spare", node=self.name,
+            address=info.address, count=len(self.spares),
+            restarted=", replacing the previous process there" if replaced else "",
+            verify_key=info.verify_key.hex(), identity_key=identity_key.hex(),
+            event="bcr.spare", node=self.name,
         )
         if self._finishing is not None:
             # Too late to serve: retire it like the spares that were idle.
-            self._env.send(message.address, self._seal(Shutdown(-1)))
+            self._send_sealed(peer_of(info), Shutdown(-1))
             return
         self._maybe_set_up()
         if self.reconfiguring is not None and self.reconfiguring.ready is not None:
             self._install_next()
 
-    def _on_register_client(self, sender: str, signer: str, message: RegisterClient) -> None:
-        known = self.clients.get(message.index)
-        if known is not None and known.verify_key != message.verify_key:
-            self._reject(sender, f"client {message.index} registered with another key")
+    def _forget_spare(self, spare: ReplicaInfo) -> None:
+        self.spares.remove(spare)
+        self._spare_seen.pop(spare.verify_key, None)
+        self._spare_identity.pop(spare.verify_key, None)
+
+    def _on_register_client(self, sender: Peer, signer: str, message: RegisterClient) -> None:
+        if self._admission.client_key(message.index) != message.verify_key:
+            self._reject(
+                sender, f"client {message.index} registration with a key not admitted for it"
+            )
             return
         if not 0 <= message.index < self._case.num_client:
             self._reject(sender, f"client index {message.index} is not in the case")
@@ -287,7 +493,7 @@ class Olympus:
             index=message.index, address=message.address,
             verify_key=message.verify_key.hex(), event="bcr.client", node=self.name,
         )
-        if self.configuration is not None:
+        if self.configuration is not None and self.announced == self.configuration.number:
             self._send_configuration(self.clients[message.index])
         else:
             self._maybe_set_up()
@@ -301,24 +507,26 @@ class Olympus:
         ):
             return
         self._install(0, {}, first_slot=0)
-        for client in sorted(self.clients.values(), key=lambda c: c.index):
-            self._send_configuration(client)
 
     def _live_spares(self) -> list[ReplicaInfo]:
         """
-        The spares heard from recently, oldest registration first; a spare
-        that stopped re-registering (its process died) is forgotten.
+        The spares heard from recently whose identity is still admitted,
+        oldest registration first; a spare that stopped re-registering (its
+        process died) or was revoked is forgotten.
         """
         now = self._env.now()
-        expired = [
-            s for s in self.spares
-            if now - self._spare_seen.get(s.address, now) > SPARE_SILENCE_LIMIT_S
-        ]
-        for spare in expired:
-            self.spares.remove(spare)
+        for spare in list(self.spares):
+            silent_for = now - self._spare_seen.get(spare.verify_key, now)
+            identity = self._spare_identity.get(spare.verify_key, b"")
+            if silent_for > SPARE_SILENCE_LIMIT_S:
+                why = f"not heard from for {silent_for:.0f} s"
+            elif not self._admission.admits_replica(identity):
+                why = f"its identity {identity.hex()[:16]} is no longer admitted"
+            else:
+                continue
+            self._forget_spare(spare)
             self._log.warn(
-                "olympus forgets spare {address}: not heard from for {seconds:.0f} s",
-                address=spare.address, seconds=now - self._spare_seen[spare.address],
+                "olympus forgets spare {address}: {why}", address=spare.address, why=why,
                 event="bcr.spare_lost", node=self.name,
             )
         return self.spares
@@ -333,7 +541,8 @@ class Olympus:
         """Take 2t+1 spares and make them configuration C{number}."""
         case = self._case
         chosen = self._live_spares()[: self.replicas_needed]
-        del self.spares[: self.replicas_needed]
+        for spare in chosen:
+            self._forget_spare(spare)
         configuration = Configuration(
             number=number,
             t=case.t,
@@ -346,6 +555,8 @@ class Olympus:
         self.configuration = configuration
         self.configurations[number] = configuration
         self._first_slots[number] = first_slot
+        for index, replica in enumerate(chosen):
+            self._positions[replica.verify_key] = (number, index)
         self._log.info(
             "olympus set up configuration {number}: {replicas}, first slot "
             "{first_slot}, {keys} keys in the initial state",
@@ -353,6 +564,7 @@ class Olympus:
             first_slot=first_slot, keys=len(state),
             event="bcr.new_configuration", node=self.name,
         )
+        self._unready = set(range(len(chosen)))
         for index, replica in enumerate(chosen):
             assignment = Assignment(
                 configuration=configuration,
@@ -367,18 +579,39 @@ class Olympus:
                 address=replica.address, replica=replica_name(number, index),
                 event="bcr.assign", node=self.name,
             )
-            self._env.send(replica.address, self._seal(assignment))
+            self._send_sealed(peer_of(replica), assignment, number)
+        self._env.start_timer(_ANNOUNCE_TIMER, self._case.step_timeout_s)
+
+    def _on_ready(self, sender: Peer, signer: str, message: Ready) -> None:
+        if self.configuration is None or message.configuration != self.configuration.number:
+            return
+        self._unready.discard(message.index)
+        if (
+            not self._unready and self.announced < message.configuration
+            and self.reconfiguring is None and self._finishing is None
+        ):
+            self._announce()
+
+    def _announce(self) -> None:
+        """Tell every client about the configuration just set up."""
+        self._env.cancel_timer(_ANNOUNCE_TIMER)
+        assert self.configuration is not None
+        self.announced = self.configuration.number
+        for client in sorted(self.clients.values(), key=lambda c: c.index):
+            self._send_configuration(client)
 
     def _send_configuration(self, client: ClientInfo) -> None:
         assert self.configuration is not None
-        self._env.send(client.address, self._seal(ConfigurationReply(self.configuration)))
+        self._send_sealed(
+            peer_of(client), ConfigurationReply(self.configuration), self.configuration.number
+        )
 
     def _on_get_configuration(
-        self, sender: str, signer: str, message: GetConfiguration
+        self, sender: Peer, signer: str, message: GetConfiguration
     ) -> None:
-        client = self.clients.get(message.client)
-        if client is None or self.configuration is None:
-            self._reject(sender, f"configuration asked by unregistered client {message.client}")
+        client = self.clients[message.client]
+        if self.configuration is None or self.announced != self.configuration.number:
+            # It will hear of the configuration when it is announced.
             return
         self._log.info(
             "olympus tells client {index} configuration {number}",
@@ -391,14 +624,15 @@ class Olympus:
     # Reconfiguration (SPEC §7, §9)
 
     def _on_reconfiguration_request(
-        self, sender: str, signer: str, message: ReconfigurationRequest
+        self, sender: Peer, signer: str, message: ReconfigurationRequest
     ) -> None:
         current = self.configuration
         self._log.warn(
             "olympus received a reconfiguration request from {requester} for "
             "configuration {configuration}: {reason}",
             requester=signer, configuration=message.configuration,
-            reason=message.reason, event="bcr.reconfiguration_request", node=self.name,
+            reason=clip(message.reason, 400), event="bcr.reconfiguration_request",
+            node=self.name,
         )
         if current is None or message.configuration != current.number:
             self._ignore_request(signer, "it names an old configuration")
@@ -419,19 +653,20 @@ class Olympus:
         if self._finishing is not None:
             self._ignore_request(signer, "the run is finishing")
             return
+        # A configuration being replaced is not announced any more.
+        self._env.cancel_timer(_ANNOUNCE_TIMER)
         self.reconfiguring = _Reconfiguration(
             number=current.number,
             requested_by=[signer],
-            reason=message.reason,
+            reason=clip(message.reason, 400),
             started_at=self._env.now(),
         )
         self._log.warn(
             "olympus reconfigures configuration {number}: wedging its replicas",
             number=current.number, event="bcr.wedge", node=self.name,
         )
-        wedge = self._seal(WedgeRequest(current.number))
         for replica in current.replicas:
-            self._env.send(replica.address, wedge)
+            self._send_sealed(peer_of(replica), WedgeRequest(current.number), current.number)
         self._env.start_timer(_WEDGE_TIMER, self._case.step_timeout_s)
 
     def _ignore_request(self, signer: str, why: str) -> None:
@@ -462,7 +697,7 @@ class Olympus:
                 return True
         return False
 
-    def _on_wedged(self, sender: str, signer: str, message: Wedged) -> None:
+    def _on_wedged(self, sender: Peer, signer: str, message: Wedged) -> None:
         state = self.reconfiguring
         if state is None or message.configuration != state.number or signer != replica_name(
             message.configuration, message.index
@@ -562,7 +797,7 @@ class Olympus:
         )
         for index in plan.quorum:
             catch_up = CatchUp(state.number, plan.catch_up[index])
-            self._env.send(configuration.replicas[index].address, self._seal(catch_up))
+            self._send_sealed(peer_of(configuration.replicas[index]), catch_up, state.number)
             if catch_up.entries:
                 # A correct member executes what it is sent, whether or not
                 # this attempt succeeds or its caught_up arrives in time:
@@ -586,7 +821,7 @@ class Olympus:
         state.attempt = None
         self._search()
 
-    def _on_caught_up(self, sender: str, signer: str, message: CaughtUp) -> None:
+    def _on_caught_up(self, sender: Peer, signer: str, message: CaughtUp) -> None:
         state = self.reconfiguring
         attempt = state.attempt if state is not None else None
         if (
@@ -634,8 +869,8 @@ class Olympus:
             replica=replica_name(state.number, index), event="bcr.get_running_state",
             node=self.name,
         )
-        address = self.configurations[state.number].replicas[index].address
-        self._env.send(address, self._seal(GetRunningState(state.number)))
+        replica = self.configurations[state.number].replicas[index]
+        self._send_sealed(peer_of(replica), GetRunningState(state.number), state.number)
         self._env.start_timer(_STEP_TIMER, self._case.step_timeout_s)
 
     def _attempt_step_expired(self) -> None:
@@ -654,7 +889,7 @@ class Olympus:
             )
             self._ask_running_state()
 
-    def _on_running_state(self, sender: str, signer: str, message: RunningState) -> None:
+    def _on_running_state(self, sender: Peer, signer: str, message: RunningState) -> None:
         state = self.reconfiguring
         attempt = state.attempt if state is not None else None
         if (
@@ -679,18 +914,24 @@ class Olympus:
             matches=True, node=self.name,
         )
         configuration = self.configurations[state.number]
-        vouchers = vouched_results(self._verifier, attempt.caught_up, configuration)
-        recovered = tuple(self._seal(voucher) for voucher in vouchers)
+        vouchers = [
+            voucher
+            for voucher in vouched_results(self._verifier, attempt.caught_up, configuration)
+            if voucher.client in self.clients
+        ]
+        # Each sealed for the client it is about: the new chain hands it on.
+        recovered = tuple(
+            self._seal(voucher, self.clients[voucher.client].verify_key, state.number)
+            for voucher in vouchers
+        )
         for voucher, sealed in zip(vouchers, recovered, strict=True):
-            client = self.clients.get(voucher.client)
-            if client is not None:
-                self._log.info(
-                    "olympus sends client {client} the result of {client}:{seq}: "
-                    "{result!r} (slot {slot})",
-                    client=voucher.client, seq=voucher.seq, result=voucher.result,
-                    slot=voucher.slot, event="bcr.result_from_olympus", node=self.name,
-                )
-                self._env.send(client.address, sealed)
+            self._log.info(
+                "olympus sends client {client} the result of {client}:{seq}: "
+                "{result!r} (slot {slot})",
+                client=voucher.client, seq=voucher.seq, result=voucher.result,
+                slot=voucher.slot, event="bcr.result_from_olympus", node=self.name,
+            )
+            self._env.send(peer_of(self.clients[voucher.client]), sealed)
         state.ready = (attempt.plan, dict(message.state), recovered)
         state.attempt = None
         self._install_next()
@@ -709,9 +950,8 @@ class Olympus:
         plan, running_state, recovered = state.ready
         old = self.configurations[state.number]
         self._install(state.number + 1, running_state, plan.last_slot + 1, recovered)
-        shutdown = self._seal(Shutdown(old.number))
         for replica in old.replicas:
-            self._env.send(replica.address, shutdown)
+            self._send_sealed(peer_of(replica), Shutdown(old.number), old.number)
         record = {
             "from": old.number,
             "to": old.number + 1,
@@ -732,23 +972,18 @@ class Olympus:
             from_=old.number, to=old.number + 1, duration_s=record["duration_s"],
             record=record, event="bcr.reconfigured", node=self.name,
         )
-        # Tell every client at once instead of waiting for their timeouts.
-        for client in sorted(self.clients.values(), key=lambda c: c.index):
-            self._send_configuration(client)
+        # Clients hear of it once its replicas are ready (_on_ready).
 
     # ------------------------------------------------------------------
     # End of run
 
-    def _on_finish_run(self, sender: str, signer: str, message: FinishRun) -> None:
-        if signer != OLYMPUS:
-            # Only whoever holds Olympus's own key (the driver) ends a run.
-            self._reject(sender, f"finish_run sealed by {signer!r}, not by Olympus's key")
-            return
+    def _on_finish_run(self, sender: Peer, signer: str, message: FinishRun) -> None:
         if self._finishing is not None:
             self._reject(sender, "the run is already finishing")
             return
         expected = len(self.configuration.replicas) if self.configuration else 0
         self._finishing = _Finishing(driver=sender, expected=expected)
+        self._env.cancel_timer(_ANNOUNCE_TIMER)
         if self.reconfiguring is not None:
             state = self.reconfiguring
             self.errors.append(
@@ -769,19 +1004,18 @@ class Olympus:
             event="bcr.finish", node=self.name,
         )
         if self.configuration is not None:
-            shutdown = self._seal(Shutdown(self.configuration.number))
+            number = self.configuration.number
             for replica in self.configuration.replicas:
-                self._env.send(replica.address, shutdown)
-        spare_shutdown = self._seal(Shutdown(-1))
+                self._send_sealed(peer_of(replica), Shutdown(number), number)
         for spare in self.spares:
-            self._env.send(spare.address, spare_shutdown)
+            self._send_sealed(peer_of(spare), Shutdown(-1))
         if expected == 0:
             self._report()
             return
         # Replicas may take one step timeout to drain before reporting.
         self._env.start_timer(_FINISH_TIMER, 2 * self._case.step_timeout_s)
 
-    def _on_final_state(self, sender: str, signer: str, message: FinalState) -> None:
+    def _on_final_state(self, sender: Peer, signer: str, message: FinalState) -> None:
         finishing = self._finishing
         current = self.configuration
         if (
@@ -831,19 +1065,33 @@ class Olympus:
             errors=tuple(self.errors + finishing.errors),
         )
         self._log.info(
-            "olympus reports the run to {driver}", driver=finishing.driver,
+            "olympus reports the run to {driver}", driver=finishing.driver.address,
             errors=list(finishing.errors), event="bcr.report", node=self.name,
         )
-        self._env.send(finishing.driver, self._seal(report))
+        self._send_sealed(finishing.driver, report)
 
-    _handlers: dict[type, Callable[..., None]] = {
-        Wedged: _on_wedged,
-        CaughtUp: _on_caught_up,
-        RunningState: _on_running_state,
-        RegisterReplica: _on_register_replica,
-        RegisterClient: _on_register_client,
-        GetConfiguration: _on_get_configuration,
-        ReconfigurationRequest: _on_reconfiguration_request,
-        FinishRun: _on_finish_run,
-        FinalState: _on_final_state,
+    #: What Olympus accepts from whom (docs/SECURITY.md): the sender's
+    #: authenticated key decides, never a name it gives itself.
+    ACCEPTS: dict[type, Rule] = {
+        RegisterReplica: Rule("the key it registers", _self_certifying, ALWAYS,
+                              _on_register_replica),
+        RegistrationResponse: Rule("a challenged spare", _challenged, ALWAYS,
+                                   _on_registration_response),
+        RegisterClient: Rule("the key it registers", _self_certifying, ALWAYS,
+                             _on_register_client),
+        GetConfiguration: Rule("that registered client", _registered_client, ALWAYS,
+                               _on_get_configuration),
+        ReconfigurationRequest: Rule("a replica or a client", _replica_or_client, ALWAYS,
+                                     _on_reconfiguration_request),
+        Ready: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
+                    _on_ready),
+        Wedged: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
+                     _on_wedged),
+        CaughtUp: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
+                       _on_caught_up),
+        RunningState: Rule("the replica at that position", _replica_at_its_position,
+                           ALWAYS, _on_running_state),
+        FinalState: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
+                         _on_final_state),
+        FinishRun: Rule("Olympus's own key", _olympus_itself, ALWAYS, _on_finish_run),
     }

@@ -3,12 +3,19 @@
 The replica state machine (SPEC §2.2, §5, §6.2, §8): pure, driven by
 L{receive} and L{timer_expired}, acting only through its L{IEnvironment}.
 
-A replica process starts as a spare: it registers its address and fresh
-public key with Olympus and waits, PENDING, for an L{Assignment} that places
-it at one position of one configuration.  From then on it orders (head),
-checks and extends (middle, tail) shuttles, answers clients, validates result
-shuttles and takes part in checkpoints.  When Olympus retires it, it reports
-its final dictionary and exits.
+A replica process starts as a spare: it registers its address, its fresh
+replica key and its long-term identity key with Olympus, answers Olympus's
+challenge with the identity key, and waits, PENDING, for an L{Assignment}
+that places it at one position of one configuration.  From then on it
+orders (head), checks and extends (middle, tail) shuttles, answers clients,
+validates result shuttles and takes part in checkpoints.  When Olympus
+retires it, it reports its final dictionary and exits.
+
+Every message arrives with the L{Peer} the binding authenticated, and
+L{Replica.ACCEPTS} says, in one table, which peer may send which message in
+which mode: a shuttle only from the predecessor, a result shuttle only from
+the successor, control messages only from Olympus.  Anything else is
+dropped with a rate-limited log line and is never evidence of misbehaviour.
 
 Fault injection hooks in through L{twisted_bcr.faults}; reconfiguration
 (wedge, catch-up, running state) is the recovery layer's part of this class.
@@ -25,8 +32,12 @@ from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
+    MAX_CLIENT_MESSAGE,
+    MAX_MESSAGE,
+    MAX_STRANGER_MESSAGE,
     Mode,
     ProofError,
+    Rule,
     check_checkpoint_proof,
     check_request,
     check_statements,
@@ -56,8 +67,12 @@ from twisted_bcr.messages import (
     GetRunningState,
     HistoryEntry,
     OrderStatement,
+    Ready,
     ReconfigurationRequest,
     RegisterReplica,
+    RegistrationBinding,
+    RegistrationChallenge,
+    RegistrationResponse,
     Request,
     ResultFromOlympus,
     ResultMessage,
@@ -70,13 +85,13 @@ from twisted_bcr.messages import (
     Signed,
     Wedged,
     WedgeRequest,
+    message_name,
 )
+from twisted_bcr.peers import Peer, peer_of
+from twisted_bcr.throttle import Throttle, clip
 
 #: How many result shuttles a replica keeps for answering retransmissions.
 DEFAULT_RESULT_CACHE_SIZE = 10_000
-
-#: How many data-plane messages a spare keeps while its assignment is on the way.
-MAX_EARLY_MESSAGES = 1_000
 
 _DRAIN_TIMER = "drain"
 _REGISTRATION_TIMER = "register"
@@ -96,6 +111,30 @@ def drain_deadline_s(configuration: Configuration) -> float:
 
 ClientKey = tuple[int, int]
 
+_ALL_MODES = frozenset(Mode)
+_SET_UP = frozenset({Mode.ACTIVE, Mode.IMMUTABLE})
+
+
+def _from_olympus(replica: Replica, sender: Peer, message: object) -> bool:
+    return sender.key == replica._olympus.key
+
+
+def _from_predecessor(replica: Replica, sender: Peer, message: object) -> bool:
+    return replica.index > 0 and sender.key == replica._keys[replica.index - 1]
+
+
+def _from_successor(replica: Replica, sender: Peer, message: object) -> bool:
+    return not replica.is_tail and sender.key == replica._keys[replica.index + 1]
+
+
+def _from_chain(replica: Replica, sender: Peer, message: object) -> bool:
+    return sender.key in replica._keys and sender.key != replica._key.verify_key_bytes
+
+
+def _from_requesting_client(replica: Replica, sender: Peer, message: Any) -> bool:
+    # A client sends only its own requests; anyone else's copy is noise.
+    return replica._client_keys.get(requesting_client(message.request)) == sender.key
+
 
 @implementer(IMachine)
 class Replica:
@@ -105,23 +144,33 @@ class Replica:
         self,
         env: IEnvironment,
         key: crypto.KeyPair,
-        olympus_address: str,
-        olympus_key: bytes,
+        olympus: Peer,
+        *,
+        identity: crypto.KeyPair,
         verifier: crypto.Verifier | None = None,
         fault_injection: bool = False,
         faults_factory: Callable[[Replica, str], FaultHooks] | None = None,
         result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
     ) -> None:
+        """
+        @param key: The fresh key this process signs statements with.
+        @param olympus: Olympus's address and key.
+        @param identity: The long-term key an operator admitted at Olympus;
+            it signs nothing but the answer to Olympus's challenge.
+        """
         self._env = env
         self._log = env.log
         self._key = key
-        self._olympus_address = olympus_address
-        self._olympus_key = olympus_key
+        self._identity = identity
+        self._olympus = olympus
+        #: Olympus's boot epoch, learnt from its first message to us.
+        self._olympus_epoch: bytes | None = None
         self._verifier = verifier or crypto.Verifier()
         self._fault_injection = fault_injection
         self._faults_factory = faults_factory
         self.faults: FaultHooks = NO_FAULTS
         self._result_cache_size = result_cache_size
+        self._throttle = Throttle(env.now)
 
         self.mode = Mode.PENDING
         self.configuration: Configuration | None = None
@@ -134,8 +183,9 @@ class Replica:
         self.last_executed = -1
         self.checkpoint: CheckpointProof | None = None
         self._keys: list[bytes] = []
+        self._chain: list[Peer] = []
         self._client_keys: dict[int, bytes] = {}
-        self._client_addresses: dict[int, str] = {}
+        self._clients: dict[int, Peer] = {}
         #: (client, seq) -> slot, for every request ordered here.
         self._ordered: dict[ClientKey, int] = {}
         #: slot -> hash of the result this replica computed, until its result
@@ -148,7 +198,6 @@ class Replica:
         self.last_results: dict[int, ClientResult] = {}
         #: slot -> state hash recorded right after executing a checkpoint slot.
         self._checkpoint_hashes: dict[int, bytes] = {}
-        self._early_messages: list[tuple[str, object]] = []
         #: client -> (seq, Olympus's sealed voucher) inherited from the old
         #: configuration: that request must not be executed again.
         self._recovered: dict[int, tuple[int, Sealed]] = {}
@@ -164,10 +213,11 @@ class Replica:
         self._log.info(
             "{name} starting, registering with Olympus at {olympus}",
             name=self.name,
-            olympus=self._olympus_address,
+            olympus=self._olympus.address,
             event="bcr.start",
             node=self.name,
             verify_key=self._key.verify_key_bytes.hex(),
+            identity_key=self._identity.verify_key_bytes.hex(),
             fault_injection=self._fault_injection,
         )
         self._register()
@@ -179,38 +229,34 @@ class Replica:
         by systemd in any order), a message may be lost, and the repetition
         tells Olympus this spare is still alive.
         """
-        registration = RegisterReplica(self._env.address, self._key.verify_key_bytes)
-        self._send(
-            self._olympus_address,
-            crypto.seal(self._key, self._env.address, "spare", registration),
-            "register_replica",
+        registration = RegisterReplica(
+            self._env.address, self._key.verify_key_bytes, self._identity.verify_key_bytes
         )
+        # Sealed for no particular boot of Olympus: the one that answers
+        # challenges us, in its own epoch.
+        self._send(self._olympus, self._seal(registration, epoch=b""), "register_replica")
         self._env.start_timer(_REGISTRATION_TIMER, self._registration_interval_s)
         self._registration_interval_s = min(
             2 * self._registration_interval_s, REGISTRATION_INTERVAL_MAX_S
         )
 
-    def receive(self, sender: str, message: object) -> None:
-        """Dispatch one wire message."""
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            self._reject(sender, f"unexpected {type(message).__name__}")
+    def receive(self, sender: Peer, message: object) -> None:
+        """Dispatch one wire message by L{ACCEPTS}."""
+        rule = self.ACCEPTS.get(type(message))
+        if rule is None:
+            self._drop(sender, f"unexpected {type(message).__name__}")
             return
-        if self.mode is Mode.PENDING and not isinstance(message, Sealed):
-            self._defer_until_assigned(sender, message)
+        if self.mode not in rule.modes:
+            self._drop(sender, f"{message_name(message)} while {self.mode.value}")
             return
-        handler(self, sender, message)
+        if not rule.allowed(self, sender, message):
+            self._drop(
+                sender, f"{message_name(message)} from a peer that is not {rule.sender}"
+            )
+            return
+        rule.handler(self, sender, message)
         if self._retiring and self._drained():
             self._retire()
-
-    def _defer_until_assigned(self, sender: str, message: object) -> None:
-        # Olympus's assignment and the first requests or shuttles travel on
-        # different connections, so they may overtake it: keep a bounded
-        # number until the assignment arrives instead of losing them.
-        if len(self._early_messages) >= MAX_EARLY_MESSAGES:
-            self._reject(sender, f"{type(message).__name__} while pending (queue full)")
-            return
-        self._early_messages.append((sender, message))
 
     def timer_expired(self, key: str) -> None:
         """A retransmission timer (§6.2 cases 3, 5) or the drain deadline expired."""
@@ -235,38 +281,70 @@ class Replica:
             f"{kind} timeout waiting for the result shuttle of {request_id}"
         )
 
+    def max_message_from(self, key: bytes) -> int:
+        if key == self._olympus.key or key in self._keys:
+            return MAX_MESSAGE
+        if key in self._client_keys.values():
+            return MAX_CLIENT_MESSAGE
+        return MAX_STRANGER_MESSAGE
+
     # ------------------------------------------------------------------
     # Helpers
 
-    def _send(self, to: str, message: object, kind: str, **fields: object) -> None:
+    def _send(self, to: Peer, message: object, kind: str, **fields: object) -> None:
         self._log.info(
             "{name} sends {message} to {to}",
             name=self.name,
             message=kind,
-            to=to,
+            to=to.address,
             event="bcr.send",
             node=self.name,
             **fields,
         )
         self._env.send(to, message)
 
-    def _reject(self, sender: str, reason: str) -> None:
+    def _reject(self, sender: Peer, reason: str) -> None:
+        """Log a message we refused after reading it; the text may be hostile."""
+        suppressed = self._throttle.allow(self._throttle_key(sender))
+        if suppressed is None:
+            return
         self._log.warn(
-            "{name} rejected input from {peer}: {reason}",
+            "{name} rejected input from {peer}: {reason}{suppressed_note}",
             name=self.name,
-            peer=sender,
-            reason=reason,
+            peer=sender.address,
+            reason=clip(reason),
+            suppressed=suppressed,
+            suppressed_note=f" ({suppressed} similar lines suppressed)" if suppressed else "",
             event="bcr.rejected",
             node=self.name,
         )
+
+    def _throttle_key(self, sender: Peer) -> str:
+        # Per key for peers with a role here; every stranger shares one
+        # allowance, since a stranger can mint keys and connections at will.
+        if sender.key == self._olympus.key or sender.key in self._keys:
+            return sender.key.hex()
+        if sender.key in self._client_keys.values():
+            return sender.key.hex()
+        return "strangers"
+
+    def _drop(self, sender: Peer, reason: str) -> None:
+        """A message from a peer not allowed to send it: never evidence."""
+        self._reject(sender, f"dropped {reason}")
 
     def _sign(self, statement: object) -> Signed:
         signed = crypto.sign(self._key, statement)
         self._verifier.trust_own(signed, self._key.verify_key_bytes, statement)
         return signed
 
-    def _seal(self, message: object) -> Sealed:
-        return crypto.seal(self._key, self._env.address, self.name, message)
+    def _seal(self, message: object, epoch: bytes | None = None) -> Sealed:
+        return crypto.seal(
+            self._key, self._env.address,
+            self.name if self.configuration is not None else "spare", message,
+            recipient=self._olympus.key,
+            epoch=self._olympus_epoch or b"" if epoch is None else epoch,
+            configuration=self.configuration.number if self.configuration else -1,
+        )
 
     @property
     def address(self) -> str:
@@ -281,9 +359,8 @@ class Replica:
     def is_tail(self) -> bool:
         return self.configuration is not None and self.index == len(self._keys) - 1
 
-    def _address_of(self, index: int) -> str:
-        assert self.configuration is not None
-        return self.configuration.replicas[index].address
+    def _peer_at(self, index: int) -> Peer:
+        return self._chain[index]
 
     def _request_reconfiguration(self, reason: str) -> None:
         """Tell Olympus this configuration cannot go on (SPEC §7)."""
@@ -292,7 +369,7 @@ class Replica:
         self._log.warn(
             "{name} requests reconfiguration: {reason}",
             name=self.name,
-            reason=reason,
+            reason=clip(reason, 400),
             event="bcr.reconfiguration_request",
             node=self.name,
             configuration=self.configuration.number,
@@ -300,38 +377,55 @@ class Replica:
         request = ReconfigurationRequest(
             self.configuration.number, self.name, reason, ()
         )
-        self._send(
-            self._olympus_address, self._seal(request), "reconfiguration_request"
-        )
+        self._send(self._olympus, self._seal(request), "reconfiguration_request")
 
     # ------------------------------------------------------------------
     # Control plane from Olympus
 
-    def _on_sealed(self, sender: str, sealed: Sealed) -> None:
+    def _on_sealed(self, sender: Peer, sealed: Sealed) -> None:
         try:
-            inner = from_olympus(self._verifier, sealed, self._olympus_key)
+            # A spare follows whichever boot of Olympus challenges or
+            # assigns it (Olympus may have restarted while it waited); once
+            # placed, it holds to the boot that placed it.
+            inner = from_olympus(
+                self._verifier, sealed, self._olympus.key, self._key.verify_key_bytes,
+                None if self.mode is Mode.PENDING else self._olympus_epoch,
+            )
         except (crypto.BadSignature, codec.BadMessage) as e:
             self._reject(sender, f"sealed by {sealed.signer!r}: {e}")
             return
-        if isinstance(inner, Assignment):
-            self._on_assignment(inner)
-        elif isinstance(inner, Shutdown):
-            self._on_shutdown(inner)
-        elif isinstance(inner, WedgeRequest):
-            self._on_wedge_request(sender, inner)
-        elif isinstance(inner, CatchUp):
-            self._on_catch_up(sender, inner)
-        elif isinstance(inner, GetRunningState):
-            self._on_get_running_state(sender, inner)
-        else:
-            self._reject(sender, f"unexpected {type(inner).__name__} from Olympus")
+        if self.mode is Mode.PENDING:
+            self._olympus_epoch = sealed.epoch
+        rule = self.CONTROL.get(type(inner))
+        if rule is None:
+            self._drop(sender, f"unexpected {type(inner).__name__} from Olympus")
+            return
+        if self.mode not in rule.modes:
+            self._drop(sender, f"{message_name(inner)} while {self.mode.value}")
+            return
+        rule.handler(self, sender, inner)
 
-    def _on_assignment(self, assignment: Assignment) -> None:
-        if self.mode is not Mode.PENDING:
-            self._log.warn(
-                "{name} ignores a second assignment", name=self.name,
-                event="bcr.ignored", node=self.name,
-            )
+    def _on_challenge(self, sender: Peer, challenge: RegistrationChallenge) -> None:
+        """Prove to Olympus that our admitted identity vouches for this process."""
+        assert self._olympus_epoch is not None
+        binding = RegistrationBinding(
+            self._olympus.key, self._olympus_epoch, challenge.nonce,
+            self._key.verify_key_bytes, self._env.address,
+        )
+        signature = self._identity.sign_bytes(codec.encode(binding))
+        self._send(
+            self._olympus, self._seal(RegistrationResponse(challenge.nonce, signature)),
+            "registration_response",
+        )
+
+    def _on_assignment(self, sender: Peer, assignment: Assignment) -> None:
+        configuration = assignment.configuration
+        if not (
+            0 <= assignment.index < len(configuration.replicas)
+            and configuration.replicas[assignment.index].verify_key
+            == self._key.verify_key_bytes
+        ):
+            self._reject(sender, f"assignment to position {assignment.index}, which is not ours")
             return
         if assignment.failures and (
             not self._fault_injection or self._faults_factory is None
@@ -351,13 +445,13 @@ class Replica:
             )
             return
         self._env.cancel_timer(_REGISTRATION_TIMER)
-        configuration = assignment.configuration
         self.configuration = configuration
         self.index = assignment.index
         self.name = replica_name(configuration.number, assignment.index)
         self._keys = replica_keys(configuration)
+        self._chain = [peer_of(info) for info in configuration.replicas]
         self._client_keys = {c.index: c.verify_key for c in configuration.clients}
-        self._client_addresses = {c.index: c.address for c in configuration.clients}
+        self._clients = {c.index: peer_of(c) for c in configuration.clients}
         self.state = dict(assignment.state)
         self.next_slot = assignment.first_slot
         self.last_executed = assignment.first_slot - 1
@@ -396,9 +490,9 @@ class Replica:
             event="bcr.assigned",
             node=self.name,
         )
-        early, self._early_messages = self._early_messages, []
-        for sender, message in early:
-            self.receive(sender, message)
+        self._send(
+            self._olympus, self._seal(Ready(configuration.number, self.index)), "ready"
+        )
 
     def _take_recovered_results(self, recovered: tuple[Sealed, ...]) -> None:
         """
@@ -410,13 +504,20 @@ class Replica:
         assert self.configuration is not None
         for sealed in recovered:
             try:
-                voucher = from_olympus(self._verifier, sealed, self._olympus_key)
+                # Sealed for the client it is about, which the new chain
+                # hands it to when it resends (SPEC §9.6).
+                voucher = from_olympus(
+                    self._verifier, sealed, self._olympus.key, sealed.recipient,
+                    self._olympus_epoch,
+                )
                 if not isinstance(voucher, ResultFromOlympus) or not voucher.statements:
                     raise codec.BadMessage(f"unexpected {type(voucher).__name__}")
+                if self._client_keys.get(voucher.client) != sealed.recipient:
+                    raise codec.BadMessage(f"voucher for client {voucher.client} sealed for another")
                 vouched = codec.decode(voucher.statements[0].body, ResultStatement)
                 assert isinstance(vouched, ResultStatement)
             except (crypto.BadSignature, codec.BadMessage) as e:
-                self._reject(self._olympus_address, f"recovered result: {e}")
+                self._reject(self._olympus, f"recovered result: {e}")
                 continue
             own = self._sign(
                 ResultStatement(
@@ -432,7 +533,7 @@ class Replica:
     # ------------------------------------------------------------------
     # Reconfiguration (SPEC §9.2, §9.5, §9.7)
 
-    def _from_current_olympus(self, sender: str, kind: str, configuration: int) -> bool:
+    def _from_current_olympus(self, sender: Peer, kind: str, configuration: int) -> bool:
         """Is an Olympus message of type C{kind} for our configuration?"""
         if self.mode is Mode.PENDING:
             # Never set up (or its new_configuration was dropped, SPEC §11.2):
@@ -444,7 +545,7 @@ class Replica:
             return False
         return True
 
-    def _on_wedge_request(self, sender: str, message: WedgeRequest) -> None:
+    def _on_wedge_request(self, sender: Peer, message: WedgeRequest) -> None:
         if not self.faults.received("wedge_request", None):
             return
         if not self._from_current_olympus(sender, "wedge_request", message.configuration):
@@ -464,9 +565,9 @@ class Replica:
             slots=[entry.slot for entry in history], event="bcr.wedged", node=self.name,
         )
         wedged = Wedged(self.configuration.number, self.index, history, self.checkpoint)
-        self._send(self._olympus_address, self._seal(wedged), "wedged")
+        self._send(self._olympus, self._seal(wedged), "wedged")
 
-    def _on_catch_up(self, sender: str, message: CatchUp) -> None:
+    def _on_catch_up(self, sender: Peer, message: CatchUp) -> None:
         if not self.faults.received("catch_up", None):
             return
         if not self._from_current_olympus(sender, "catch_up", message.configuration):
@@ -511,19 +612,19 @@ class Replica:
             self.configuration.number, self.index, state_hash,
             tuple(self.last_results[client] for client in sorted(self.last_results)),
         )
-        self._send(self._olympus_address, self._seal(caught_up), "caught_up")
+        self._send(self._olympus, self._seal(caught_up), "caught_up")
 
-    def _on_get_running_state(self, sender: str, message: GetRunningState) -> None:
+    def _on_get_running_state(self, sender: Peer, message: GetRunningState) -> None:
         if not self.faults.received("get_running_state", None):
             return
         if not self._from_current_olympus(sender, "get_running_state", message.configuration):
             return
         assert self.configuration is not None
         running = RunningState(self.configuration.number, self.index, dict(self.state))
-        self._send(self._olympus_address, self._seal(running), "running_state",
+        self._send(self._olympus, self._seal(running), "running_state",
                    keys=len(self.state))
 
-    def _on_shutdown(self, shutdown: Shutdown) -> None:
+    def _on_shutdown(self, sender: Peer, shutdown: Shutdown) -> None:
         if self.configuration is None:
             self._log.info(
                 "{name} retired unassigned", name=self.name,
@@ -579,13 +680,13 @@ class Replica:
         final = FinalState(
             self.configuration.number, self.index, dict(self.state), self.last_executed
         )
-        self._send(self._olympus_address, self._seal(final), "final_state")
+        self._send(self._olympus, self._seal(final), "final_state")
         self._env.exit(0, "retired by Olympus")
 
     # ------------------------------------------------------------------
     # Requests from clients and forwarded by non-heads (§5 step 2, §6.2)
 
-    def _check_client_request(self, sender: str, signed: Signed) -> Request | None:
+    def _check_client_request(self, sender: Peer, signed: Signed) -> Request | None:
         try:
             return check_request(self._verifier, signed, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
@@ -593,7 +694,7 @@ class Replica:
             self._reject(sender, f"client request: {e}")
             return None
 
-    def _on_client_request(self, sender: str, message: ClientRequest) -> None:
+    def _on_client_request(self, sender: Peer, message: ClientRequest) -> None:
         # Counted before it is checked: invalid messages count too (SPEC §11.1).
         if not self.faults.received("client_request", requesting_client(message.request)):
             return
@@ -602,7 +703,7 @@ class Replica:
             return
         self._handle_request(sender, message.request, request, forwarded=False)
 
-    def _on_forwarded_request(self, sender: str, message: ForwardedRequest) -> None:
+    def _on_forwarded_request(self, sender: Peer, message: ForwardedRequest) -> None:
         if not self.faults.received("forwarded_request", requesting_client(message.request)):
             return
         request = self._check_client_request(sender, message.request)
@@ -612,7 +713,7 @@ class Replica:
             "{name} received forwarded_request {request_id} from {peer}",
             name=self.name,
             request_id=request.request_id,
-            peer=sender,
+            peer=sender.address,
             event="bcr.receive",
             message="forwarded_request",
             node=self.name,
@@ -623,7 +724,7 @@ class Replica:
         self._handle_request(sender, message.request, request, forwarded=True)
 
     def _handle_request(
-        self, sender: str, signed: Signed, request: Request, forwarded: bool
+        self, sender: Peer, signed: Signed, request: Request, forwarded: bool
     ) -> None:
         """The cases of SPEC §6.2, in order; a first-time request is case 4."""
         client_key = (request.client, request.seq)
@@ -633,7 +734,7 @@ class Replica:
                 # Executed by the old configuration: exactly once (SPEC §9.7).
                 self._log_case(request, "result recovered by Olympus")
                 self._send(
-                    self._client_addresses[request.client], recovered[1],
+                    self._clients[request.client], recovered[1],
                     "result_from_olympus", request_id=request.request_id,
                 )
             else:
@@ -650,7 +751,7 @@ class Replica:
             error = ErrorMessage(
                 self.configuration.number, request.client, request.seq, "immutable"
             )
-            self._send(self._client_addresses[request.client], error, "error",
+            self._send(self._clients[request.client], error, "error",
                        request_id=request.request_id)
             return
         if self.is_head:
@@ -665,7 +766,7 @@ class Replica:
         self._log_case(request, "non-head, forward")
         self._await_result_shuttle(client_key, "nonhead")
         self._send(
-            self._address_of(0),
+            self._peer_at(0),
             ForwardedRequest(signed),
             "forwarded_request",
             request_id=request.request_id,
@@ -705,7 +806,7 @@ class Replica:
             self._env.cancel_timer(f"{kind}:{client_key[0]}:{client_key[1]}")
         return True
 
-    def _order(self, sender: str, signed: Signed, request: Request, forwarded: bool) -> None:
+    def _order(self, sender: Peer, signed: Signed, request: Request, forwarded: bool) -> None:
         """The head assigns the next slot and starts the shuttle (§5 step 2)."""
         slot = self.next_slot
         self.next_slot += 1
@@ -715,7 +816,7 @@ class Replica:
     # ------------------------------------------------------------------
     # Forward shuttles (§5 steps 3 and 4)
 
-    def _on_shuttle(self, sender: str, shuttle: Shuttle) -> None:
+    def _on_shuttle(self, sender: Peer, shuttle: Shuttle) -> None:
         if not self.faults.received("shuttle", requesting_client(shuttle.request)):
             return
         try:
@@ -723,7 +824,7 @@ class Replica:
         except (crypto.BadSignature, codec.BadMessage) as e:
             self._reject(sender, f"shuttle for slot {shuttle.slot}: {e}")
             self._request_reconfiguration(
-                f"shuttle for slot {shuttle.slot} carries a badly signed request"
+                f"shuttle for slot {shuttle.slot} carries a request no replica may order: {e}"
             )
             return
         if self.mode is Mode.IMMUTABLE:
@@ -731,7 +832,7 @@ class Replica:
                 "{name} received shuttle {request_id} slot {slot} from {peer} but "
                 "is immutable and does not execute it",
                 name=self.name, request_id=request.request_id, slot=shuttle.slot,
-                peer=sender, event="bcr.ignored", message="shuttle", node=self.name,
+                peer=sender.address, event="bcr.ignored", message="shuttle", node=self.name,
             )
             return
         problem = self._shuttle_problem(shuttle, request)
@@ -750,8 +851,6 @@ class Replica:
         number = self.configuration.number
         if shuttle.configuration != number:
             return f"names configuration {shuttle.configuration}, this is {number}"
-        if self.is_head:
-            return "a forward shuttle arrived at the head"
         slot = shuttle.slot
         if slot <= self.last_executed:
             existing = self.history.get(slot)
@@ -789,7 +888,7 @@ class Replica:
 
     def _execute_and_pass_on(
         self,
-        sender: str,
+        sender: Peer,
         received: str,
         signed: Signed,
         request: Request,
@@ -850,7 +949,7 @@ class Replica:
         if is_checkpoint_slot(slot, self.configuration.checkpt_interval):
             self._checkpoint_hashes[slot] = crypto.state_hash(self.state)
         if not self.is_tail:
-            successor = self._address_of(self.index + 1)
+            successor = self._peer_at(self.index + 1)
             self._env.send(
                 successor, Shuttle(number, slot, signed, order_proof, result_proof)
             )
@@ -869,7 +968,7 @@ class Replica:
         self._my_result_hashes.pop(slot, None)
         sent = "the result to the client"
         if not self.is_head:
-            predecessor = self._address_of(self.index - 1)
+            predecessor = self._peer_at(self.index - 1)
             self._env.send(predecessor, result_shuttle)
             sent += f", result_shuttle to {predecessor}"
         self._log_step(sender, received, request, slot, result, sent)
@@ -877,14 +976,14 @@ class Replica:
             self._result_reached_head(slot)
 
     def _log_step(
-        self, sender: str, received: str, request: Request, slot: int, result: str,
+        self, sender: Peer, received: str, request: Request, slot: int, result: str,
         sent: str,
     ) -> None:
         self._log.info(
             "{name} received {received} {request_id} from {peer}, executed it at "
             "slot {slot}: {operation} -> {result!r}; sent {sent}",
             name=self.name, received=received, request_id=request.request_id,
-            peer=sender, slot=slot, operation=str(request.operation), result=result,
+            peer=sender.address, slot=slot, operation=str(request.operation), result=result,
             sent=sent, event="bcr.execute", message=received, node=self.name,
         )
 
@@ -907,7 +1006,7 @@ class Replica:
         if proof is not message.result_proof:
             message = evolve(message, result_proof=proof)
         self._send(
-            self._client_addresses[request.client],
+            self._clients[request.client],
             self.faults.tamper("result_message", message),
             "result_message",
             request_id=request.request_id,
@@ -923,7 +1022,7 @@ class Replica:
     # ------------------------------------------------------------------
     # Result shuttles (§5 step 5)
 
-    def _on_result_shuttle(self, sender: str, shuttle: ResultShuttle) -> None:
+    def _on_result_shuttle(self, sender: Peer, shuttle: ResultShuttle) -> None:
         if not self.faults.received("result_shuttle", requesting_client(shuttle.request)):
             return
         try:
@@ -935,7 +1034,7 @@ class Replica:
             self._log.info(
                 "{name} received result_shuttle {request_id} slot {slot} from {peer} "
                 "but is immutable", name=self.name, request_id=request.request_id,
-                slot=shuttle.slot, peer=sender, event="bcr.ignored",
+                slot=shuttle.slot, peer=sender.address, event="bcr.ignored",
                 message="result_shuttle", node=self.name,
             )
             return
@@ -958,7 +1057,7 @@ class Replica:
             outgoing_proof = self.faults.tamper("result_proof", shuttle.result_proof)
             if outgoing_proof is not shuttle.result_proof:
                 shuttle = evolve(shuttle, result_proof=outgoing_proof)
-            predecessor = self._address_of(self.index - 1)
+            predecessor = self._peer_at(self.index - 1)
             self._env.send(predecessor, shuttle)
             sent = f"result_shuttle to {predecessor}"
         # One event for the hot path: received, checked, cached, passed on.
@@ -966,7 +1065,7 @@ class Replica:
             "{name} received result_shuttle {request_id} slot {slot} from {peer}, "
             "checked and cached it; sent {sent}",
             name=self.name, request_id=request.request_id, slot=shuttle.slot,
-            peer=sender, sent=sent, event="bcr.result_shuttle",
+            peer=sender.address, sent=sent, event="bcr.result_shuttle",
             message="result_shuttle", node=self.name,
         )
         if self.is_head:
@@ -979,8 +1078,6 @@ class Replica:
         number = self.configuration.number
         if shuttle.configuration != number:
             return f"names configuration {shuttle.configuration}, this is {number}"
-        if self.is_tail:
-            return "a result shuttle arrived at the tail"
         length = len(self._keys)
         if len(shuttle.result_proof) != length:
             return f"result proof has {len(shuttle.result_proof)} of {length} statements"
@@ -1034,7 +1131,7 @@ class Replica:
     def _pass_checkpoint_on(self, proof: CheckpointProof) -> None:
         if not self.is_tail:
             self._send(
-                self._address_of(self.index + 1), CheckpointMessage(proof), "checkpoint",
+                self._peer_at(self.index + 1), CheckpointMessage(proof), "checkpoint",
                 slot=proof.slot,
             )
             return
@@ -1043,7 +1140,7 @@ class Replica:
             return
         self._complete_checkpoint(proof)
 
-    def _on_checkpoint(self, sender: str, message: CheckpointMessage) -> None:
+    def _on_checkpoint(self, sender: Peer, message: CheckpointMessage) -> None:
         if not self.faults.received("checkpoint", None):
             return
         proof = message.proof
@@ -1081,7 +1178,7 @@ class Replica:
             return str(e)
         return None
 
-    def _on_completed_checkpoint(self, sender: str, message: CompletedCheckpoint) -> None:
+    def _on_completed_checkpoint(self, sender: Peer, message: CompletedCheckpoint) -> None:
         if not self.faults.received("completed_checkpoint", None):
             return
         proof = message.proof
@@ -1120,18 +1217,41 @@ class Replica:
                 proof, statements=self.faults.tamper("completed_checkpoint", proof.statements)
             )
             self._send(
-                self._address_of(self.index - 1), CompletedCheckpoint(outgoing),
+                self._peer_at(self.index - 1), CompletedCheckpoint(outgoing),
                 "completed_checkpoint", slot=proof.slot,
             )
 
-    _handlers: dict[type, Callable[[Replica, str, object], None]] = {
-        Sealed: _on_sealed,  # type: ignore[dict-item]
-        ClientRequest: _on_client_request,  # type: ignore[dict-item]
-        ForwardedRequest: _on_forwarded_request,  # type: ignore[dict-item]
-        Shuttle: _on_shuttle,  # type: ignore[dict-item]
-        ResultShuttle: _on_result_shuttle,  # type: ignore[dict-item]
-        CheckpointMessage: _on_checkpoint,  # type: ignore[dict-item]
-        CompletedCheckpoint: _on_completed_checkpoint,  # type: ignore[dict-item]
+    #: What this replica accepts, from whom, in which modes (docs/SECURITY.md).
+    #: Data-plane messages reach a replica only once it is set up: Olympus
+    #: announces a configuration to clients only when its replicas are
+    #: ready, so nothing legitimate arrives earlier.
+    ACCEPTS: dict[type, Rule] = {
+        Sealed: Rule("Olympus", _from_olympus, _ALL_MODES, _on_sealed),
+        ClientRequest: Rule(
+            "the client that signed it", _from_requesting_client, _SET_UP, _on_client_request
+        ),
+        ForwardedRequest: Rule("a chain member", _from_chain, _SET_UP, _on_forwarded_request),
+        Shuttle: Rule("our predecessor", _from_predecessor, _SET_UP, _on_shuttle),
+        ResultShuttle: Rule("our successor", _from_successor, _SET_UP, _on_result_shuttle),
+        CheckpointMessage: Rule("our predecessor", _from_predecessor, _SET_UP, _on_checkpoint),
+        CompletedCheckpoint: Rule(
+            "our successor", _from_successor, _SET_UP, _on_completed_checkpoint
+        ),
+    }
+
+    #: What Olympus may tell this replica, in which modes.  Wedge requests,
+    #: catch-up and running-state queries are taken in every mode: a
+    #: replica that ignored its new configuration still counts them for its
+    #: fault triggers (SPEC §11.1) and then refuses them itself.
+    CONTROL: dict[type, Rule] = {
+        RegistrationChallenge: Rule(
+            "Olympus", _from_olympus, frozenset({Mode.PENDING}), _on_challenge
+        ),
+        Assignment: Rule("Olympus", _from_olympus, frozenset({Mode.PENDING}), _on_assignment),
+        Shutdown: Rule("Olympus", _from_olympus, _ALL_MODES, _on_shutdown),
+        WedgeRequest: Rule("Olympus", _from_olympus, _ALL_MODES, _on_wedge_request),
+        CatchUp: Rule("Olympus", _from_olympus, _ALL_MODES, _on_catch_up),
+        GetRunningState: Rule("Olympus", _from_olympus, _ALL_MODES, _on_get_running_state),
     }
 
 

@@ -23,6 +23,7 @@ from twisted.python import usage
 
 from twisted_bcr import crypto
 from twisted_bcr.faults import PluginError, Registry, load_registry
+from twisted_bcr.files import UnsafeFileError, make_private_directory
 from twisted_bcr.interfaces import IMachine
 from twisted_bcr.net.framing import DEFAULT_MAX_FRAME
 from twisted_bcr.net.node import DEFAULT_LISTEN, TcpNode, parse_address
@@ -106,7 +107,7 @@ class NodeOptions(usage.Options):
             raise usage.UsageError(f"--max-frame must be at least {MINIMUM_MAX_FRAME} bytes")
         log_dir = self["log-dir"]
         try:
-            os.makedirs(log_dir, exist_ok=True)
+            make_private_directory(log_dir)
         except OSError as e:
             raise usage.UsageError(f"--log-dir {log_dir!r}: {e.strerror}") from None
         if not os.access(log_dir, os.W_OK | os.X_OK):
@@ -156,21 +157,29 @@ def read_verify_key_option(option: str, value: str | None) -> bytes:
         ) from None
 
 
-def load_or_create_key(path: str) -> crypto.KeyPair:
+def load_or_create_key(path: str, option: str = "key-file") -> crypto.KeyPair:
     """
-    The key pair saved at C{path}, or a new one saved there (with its
-    C{.pub}) if there is no such file.  Raises a UsageError naming the file.
+    The key pair saved at C{path}, or a new one saved there (the seed 0600,
+    its C{.pub} 0644) if there is nothing at all at C{path}.  A seed that is
+    a symlink (even a dangling one), not ours, or readable by anyone else is
+    refused rather than used or replaced.  Raises a one-line UsageError
+    naming the file.
     """
-    if os.path.exists(path):
+    # lexists: a dangling symlink is refused by load, not replaced by a key.
+    if os.path.lexists(path):
         try:
             return crypto.KeyPair.load(path)
-        except (OSError, ValueError) as e:
-            raise usage.UsageError(f"--key-file {path!r}: {e}") from None
+        except UnsafeFileError as e:
+            raise usage.UsageError(f"--{option} {path!r}: {e.problem}") from None
+        except OSError as e:
+            raise usage.UsageError(f"--{option} {path!r}: {e.strerror}") from None
+        except ValueError as e:
+            raise usage.UsageError(f"--{option} {path!r}: {e}") from None
     key = crypto.KeyPair.generate()
     try:
         key.save(path)
     except OSError as e:
-        raise usage.UsageError(f"--key-file {path!r}: {e.strerror}") from None
+        raise usage.UsageError(f"--{option} {path!r}: {e.strerror}") from None
     return key
 
 
@@ -179,13 +188,18 @@ def node_service(
     name: str,
     log_stem: str,
     machine_factory: Callable[[TcpNode], IMachine],
+    key: crypto.KeyPair,
 ) -> IService:
-    """The service tree of a daemon: one L{TcpNode} running one machine."""
+    """
+    The service tree of a daemon: one L{TcpNode} running one machine,
+    authenticating its connections with C{key}.
+    """
     from twisted.internet import reactor
 
     node = TcpNode(
         reactor,
         name,
+        key=key,
         listen=options["listen"],
         advertise=options["advertise"],
         log_dir=options["log-dir"],

@@ -55,11 +55,15 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_bcr import crypto
 from twisted_bcr.files import write_atomically
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import message_name
-from twisted_bcr.net.framing import DEFAULT_MAX_FRAME, FrameProtocol, MessageHandler
+from twisted_bcr.net.framing import DEFAULT_MAX_FRAME, FrameProtocol
+from twisted_bcr.net.handshake import HANDSHAKE_MAX_FRAME, NONCE_BYTES, Handshake, HandshakeError
+from twisted_bcr.peers import Peer
+from twisted_bcr.throttle import Throttle, clip
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -87,6 +91,19 @@ CONNECT_TIMEOUT_S = 5.0
 
 #: How long L{TcpNode.close} waits for connections to close before aborting.
 CLOSE_TIMEOUT_S = 2.0
+
+#: How long a connection may take to finish its handshake.
+HANDSHAKE_TIMEOUT_S = 10.0
+
+#: Idle connections are closed: outbound ones after this long without
+#: traffic, inbound ones after twice that.
+OUTBOUND_IDLE_S = 300.0
+INBOUND_IDLE_S = 2 * OUTBOUND_IDLE_S
+
+#: The most connections one node accepts at once, and the most of them
+#: still in their handshake: beyond that new connections are closed at once.
+MAX_INBOUND_CONNECTIONS = 1024
+MAX_UNAUTHENTICATED_CONNECTIONS = 64
 
 _WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -137,25 +154,119 @@ def tune_garbage_collector() -> None:
 
 
 class _NodeProtocol(FrameProtocol):
-    """A framed connection that tells its node when it is gone."""
+    """
+    A framed connection that first runs the handshake (L{Handshake}), then
+    hands every message on with the peer's authenticated key, and tells its
+    node when it is authenticated and when it is gone.
+    """
 
     def __init__(
         self,
-        on_message: MessageHandler,
-        max_length: int,
-        log: Logger,
+        node: TcpNode,
         on_lost: Callable[[_NodeProtocol, Failure], None],
-        destination: str | None = None,
+        destination: Peer | None = None,
     ) -> None:
-        super().__init__(on_message, max_length)
+        # The sending side closes an idle connection first, so that nothing
+        # it writes meets a connection its peer is closing; the receiving
+        # side's longer timeout only clears connections peers abandoned.
+        super().__init__(
+            self._deliver, node._max_frame,
+            idle_timeout_s=OUTBOUND_IDLE_S if destination is not None else INBOUND_IDLE_S,
+            clock=node._clock,
+        )
+        self._node = node
         # Rejections and handler failures go to this node's own log files.
-        self._log = log
+        self._log = node.log
         self._on_lost = on_lost
-        #: The address an outbound connection was made to (None if inbound).
+        #: The peer an outbound connection was made to (None if inbound).
         self.destination = destination
+        self._handshake = Handshake(
+            node._key, initiator=destination is not None, nonce=os.urandom(NONCE_BYTES)
+        )
+        self._handshake_deadline: IDelayedCall | None = None
+        #: The key the peer proved it holds, once the handshake is done.
+        self.peer_key: bytes | None = None
         self.lost: Deferred[None] = Deferred()
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Until the peer has proved who it is, it can make us buffer no
+        # more than a handshake frame.
+        self.set_frame_limit(HANDSHAKE_MAX_FRAME)
+        self._handshake_deadline = self._node._clock.callLater(
+            HANDSHAKE_TIMEOUT_S, self._handshake_failed, "no handshake in time"
+        )
+        self.sendString(self._handshake.hello_frame)
+
+    def stringReceived(self, string: bytes) -> None:
+        if self.peer_key is not None:
+            super().stringReceived(string)
+            return
+        try:
+            answer = self._handshake.receive(string)
+        except HandshakeError as e:
+            self._handshake_failed(str(e))
+            return
+        if answer is not None:
+            self.sendString(answer)
+        if self._handshake.peer_key is None:
+            return
+        if self.destination is not None and self._handshake.peer_key != self.destination.key:
+            self._handshake_failed(
+                f"the process at {self.destination.address} holds another key"
+            )
+            return
+        self._cancel_deadline()
+        self.peer_key = self._handshake.peer_key
+        self.set_frame_limit(self._node._frame_limit_for(self.peer_key))
+        self._node._authenticated(self)
+
+    def refresh_frame_limit(self) -> int:
+        # The peer's role, and so its limit, may have grown since the
+        # handshake: a spare's connection to Olympus now carries a replica.
+        if self.peer_key is not None:
+            self.set_frame_limit(self._node._frame_limit_for(self.peer_key))
+        return self.MAX_LENGTH
+
+    def _unheard_stranger(self) -> bool:
+        """
+        Is this a connection without a proven key whose line would exceed
+        the node's allowance for its host?  Such a peer can open
+        connections at will, and each may fail once: they share one budget.
+        """
+        return (
+            self.peer_key is None
+            and self._node._throttle.allow(f"frames {self.peer.rpartition(':')[0]}") is None
+        )
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        if self._unheard_stranger():
+            self._give_up()
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        super().lengthLimitExceeded(length)
+
+    def _log_leftover(self) -> None:
+        if not self._unheard_stranger():
+            super()._log_leftover()
+
+    def _handshake_failed(self, reason: str) -> None:
+        self._cancel_deadline()
+        self._node._note_handshake_failure(self, reason)
+        self._give_up()
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _cancel_deadline(self) -> None:
+        deadline, self._handshake_deadline = self._handshake_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _deliver(self, peer: str, message: object) -> None:
+        assert self.peer_key is not None
+        self._node._deliver(Peer(peer, self.peer_key), message)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_deadline()
         super().connectionLost(reason)
         self._on_lost(self, reason)
         self.lost.callback(None)
@@ -169,7 +280,8 @@ class _InboundFactory(Factory):
     def __init__(self, node: TcpNode) -> None:
         self._node = node
 
-    def buildProtocol(self, addr: IAddress | None) -> _NodeProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _NodeProtocol | None:
+        # None closes the connection at once: the node is at its limits.
         return self._node._inbound_protocol()
 
 
@@ -187,11 +299,17 @@ class _OutboundFactory(Factory):
 
 @define
 class _Peer:
-    """The outbound connection to one address, and what waits for it."""
+    """
+    The outbound connection to one peer, and what waits for it: messages
+    are queued until the peer has proved it holds the expected key.
+    """
 
-    address: str
+    peer: Peer
     queue: deque[object] = field(factory=deque)
+    #: The connection once it is authenticated.
     protocol: _NodeProtocol | None = None
+    #: The connection while it is being made and authenticated.
+    pending: _NodeProtocol | None = None
     connecting: Deferred[Any] | None = None
     #: Close the connection as soon as the queue is written (graceful exit).
     close_when_flushed: bool = False
@@ -215,6 +333,7 @@ class TcpNode(Service):
         reactor: Any,
         name: str,
         *,
+        key: crypto.KeyPair,
         listen: str = DEFAULT_LISTEN,
         advertise: str | None = None,
         log_dir: str | None = None,
@@ -232,6 +351,7 @@ class TcpNode(Service):
         @param reactor: Provides C{IReactorTCP} (and C{IReactorTime} unless
             C{clock} is given).
         @param name: Names the node in logs (namespace C{bcr.<name>}).
+        @param key: The key this node proves it holds on every connection.
         @param listen: A server endpoint description.
         @param advertise: The host peers must use; defaults to the host the
             endpoint listens on (loopback for a wildcard).
@@ -244,6 +364,7 @@ class TcpNode(Service):
         @param sleep: What a stall calls; blocking is the point.
         """
         self.setName(name)
+        self._key = key
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._listen_description = listen
@@ -260,8 +381,11 @@ class TcpNode(Service):
         self._machine_factory: Callable[[TcpNode], IMachine] | None = None
         self.machine_errors = 0
         self._port: IListeningPort | None = None
-        self._peers: dict[str, _Peer] = {}
+        self._peers: dict[Peer, _Peer] = {}
         self._inbound: set[_NodeProtocol] = set()
+        #: Inbound connections that have not finished their handshake.
+        self._unauthenticated = 0
+        self._throttle = Throttle(self._clock.seconds)
         self._timers: dict[str, IDelayedCall] = {}
         self._exiting = False
         self._closed = False
@@ -369,9 +493,10 @@ class TcpNode(Service):
         for peer in list(self._peers.values()):
             if peer.connecting is not None:
                 peer.connecting.cancel()
-            if peer.protocol is not None:
-                waiting.append(peer.protocol.lost)
-                peer.protocol.transport.loseConnection()  # type: ignore[union-attr]
+            for protocol in (peer.protocol, peer.pending):
+                if protocol is not None and protocol.transport is not None:
+                    waiting.append(protocol.lost)
+                    protocol.transport.loseConnection()
         for inbound in list(self._inbound):
             waiting.append(inbound.lost)
             inbound.transport.loseConnection()  # type: ignore[union-attr]
@@ -383,9 +508,10 @@ class TcpNode(Service):
         self._close_logs()
 
     def _abort_connections(self) -> None:
-        for protocol in [p.protocol for p in self._peers.values()] + list(self._inbound):
-            if protocol is not None:
-                protocol.transport.abortConnection()  # type: ignore[union-attr]
+        outbound = [p.protocol or p.pending for p in self._peers.values()]
+        for protocol in outbound + list(self._inbound):
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
     async def _within(
         self, waiting: Deferred[Any], seconds: float, on_timeout: Callable[[], None]
@@ -419,8 +545,11 @@ class TcpNode(Service):
     # ------------------------------------------------------------------
     # IEnvironment: messages
 
-    def send(self, to: str, message: object) -> None:
-        """Send C{message} to C{to}; failures are logged, never raised."""
+    def send(self, to: Peer, message: object) -> None:
+        """
+        Send C{message} to C{to} once the process at C{to.address} proved
+        it holds C{to.key}; failures are logged, never raised.
+        """
         if self._closed or self._exiting:
             self._send_failed(to, "this node is shutting down", 1)
             return
@@ -436,17 +565,19 @@ class TcpNode(Service):
         else:
             peer.queue.append(message)
 
-    def _connect(self, to: str) -> _Peer | None:
+    def random_bytes(self, count: int) -> bytes:
+        return os.urandom(count)
+
+    def _connect(self, to: Peer) -> _Peer | None:
         try:
-            endpoint = self._client_endpoint(to)
+            endpoint = self._client_endpoint(to.address)
         except ValueError as e:
             self._send_failed(to, str(e), 1)
             return None
         peer = _Peer(to)
         self._peers[to] = peer
-        protocol = _NodeProtocol(
-            self._deliver, self._max_frame, self.log, self._outbound_lost, to
-        )
+        protocol = _NodeProtocol(self, self._outbound_lost, to)
+        peer.pending = protocol
         peer.connecting = endpoint.connect(_OutboundFactory(protocol))
         peer.connecting.addCallbacks(
             self._connected, self._connect_failed, callbackArgs=(peer,),
@@ -463,71 +594,130 @@ class TcpNode(Service):
         return HostnameEndpoint(self._reactor, host, port, CONNECT_TIMEOUT_S)
 
     def _connected(self, protocol: _NodeProtocol, peer: _Peer) -> None:
+        # Connected, not yet authenticated: the queue waits for that.
         peer.connecting = None
+
+    def _outbound_authenticated(self, protocol: _NodeProtocol) -> None:
+        assert protocol.destination is not None
+        peer = self._peers.get(protocol.destination)
+        if peer is None or peer.pending is not protocol:
+            protocol.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        peer.pending = None
         peer.protocol = protocol
         while peer.queue:
-            self._write(protocol, peer.address, peer.queue.popleft())
+            self._write(protocol, peer.peer, peer.queue.popleft())
         if peer.close_when_flushed or self._closed:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
 
     def _connect_failed(self, failure: Failure, peer: _Peer) -> None:
-        if self._peers.get(peer.address) is peer:
-            del self._peers[peer.address]
+        if self._peers.get(peer.peer) is peer:
+            del self._peers[peer.peer]
         dropped = len(peer.queue)
         peer.queue.clear()
-        self._send_failed(peer.address, failure.getErrorMessage(), dropped)
+        self._send_failed(peer.peer, failure.getErrorMessage(), dropped)
         self._maybe_drained()
 
     def _outbound_lost(self, protocol: _NodeProtocol, reason: Failure) -> None:
-        address = str(protocol.destination)
-        peer = self._peers.get(address)
-        if peer is not None and peer.protocol is protocol:
-            del self._peers[address]
-        if reason.check(ConnectionDone) or self._exiting or self._closed:
+        assert protocol.destination is not None
+        to = protocol.destination
+        peer = self._peers.get(to)
+        dropped = 0
+        if peer is not None and protocol in (peer.protocol, peer.pending):
+            del self._peers[to]
+            dropped = len(peer.queue)
+            peer.queue.clear()
+        if protocol.peer_key is None:
+            self._send_failed(to, "the handshake did not complete", dropped)
+        elif reason.check(ConnectionDone) or self._exiting or self._closed:
             self.log.info(
-                "{node}: connection to {peer} closed", node=self.name, peer=address,
+                "{node}: connection to {peer} closed", node=self.name, peer=to.address,
                 event="bcr.connection_closed",
             )
         else:
-            self._send_failed(address, reason.getErrorMessage(), 0)
+            self._send_failed(to, reason.getErrorMessage(), dropped)
         self._maybe_drained()
 
-    def _write(self, protocol: _NodeProtocol, to: str, message: object) -> None:
+    def _write(self, protocol: _NodeProtocol, to: Peer, message: object) -> None:
         try:
             protocol.send_message(message)
+            # Our own traffic keeps an outbound connection from being idle.
+            protocol.resetTimeout()
         except Exception:
             self.log.failure(
                 "{node} could not send {message_type} to {peer}",
-                node=self.name, message_type=message_name(message), peer=to,
+                node=self.name, message_type=message_name(message), peer=to.address,
                 event="bcr.send_failed",
             )
 
-    def _send_failed(self, to: str, reason: str, dropped: int) -> None:
+    def _send_failed(self, to: Peer, reason: str, dropped: int) -> None:
         self.log.warn(
             "{node}: sending to {peer} failed ({reason}); {dropped} message(s) lost",
-            node=self.name, peer=to, reason=reason, dropped=dropped,
+            node=self.name, peer=to.address, reason=reason, dropped=dropped,
             event="bcr.send_failed",
         )
 
     # ------------------------------------------------------------------
     # Inbound
 
-    def _inbound_protocol(self) -> _NodeProtocol:
-        protocol = _NodeProtocol(
-            self._deliver, self._max_frame, self.log, self._inbound_lost
-        )
+    def _inbound_protocol(self) -> _NodeProtocol | None:
+        if len(self._inbound) >= MAX_INBOUND_CONNECTIONS:
+            self._note_refused(f"{MAX_INBOUND_CONNECTIONS} connections already open")
+            return None
+        if self._unauthenticated >= MAX_UNAUTHENTICATED_CONNECTIONS:
+            self._note_refused(
+                f"{MAX_UNAUTHENTICATED_CONNECTIONS} connections already in their handshake"
+            )
+            return None
+        protocol = _NodeProtocol(self, self._inbound_lost)
         self._inbound.add(protocol)
+        self._unauthenticated += 1
         return protocol
 
-    def _inbound_lost(self, protocol: _NodeProtocol, reason: Failure) -> None:
-        self._inbound.discard(protocol)
+    def _note_refused(self, why: str) -> None:
+        suppressed = self._throttle.allow("refused connection")
+        if suppressed is not None:
+            self.log.warn(
+                "{node} refused a connection: {why}{note}", node=self.name, why=why,
+                note=f" ({suppressed} more refused)" if suppressed else "",
+                event="bcr.connection_refused",
+            )
 
-    def _deliver(self, peer: str, message: object) -> None:
+    def _authenticated(self, protocol: _NodeProtocol) -> None:
+        if protocol.destination is not None:
+            self._outbound_authenticated(protocol)
+        else:
+            self._unauthenticated -= 1
+
+    def _note_handshake_failure(self, protocol: _NodeProtocol, reason: str) -> None:
+        suppressed = self._throttle.allow(f"handshake {protocol.peer.rpartition(':')[0]}")
+        if suppressed is not None:
+            self.log.warn(
+                "{node}: handshake with {peer} failed: {reason}{note}", node=self.name,
+                peer=protocol.peer, reason=clip(reason),
+                note=f" ({suppressed} similar lines suppressed)" if suppressed else "",
+                event="bcr.handshake_failed",
+            )
+
+    def _inbound_lost(self, protocol: _NodeProtocol, reason: Failure) -> None:
+        if protocol in self._inbound:
+            self._inbound.discard(protocol)
+            if protocol.peer_key is None:
+                self._unauthenticated -= 1
+
+    def _frame_limit_for(self, key: bytes) -> int:
+        """The largest message a peer holding C{key} may send (its role's bound)."""
+        limit = self._max_frame
+        if self.machine is not None:
+            limit = min(limit, self.machine.max_message_from(key))
+        return limit
+
+    def _deliver(self, peer: Peer, message: object) -> None:
         machine = self.machine
         if machine is None or self._closed:
             self.log.warn(
                 "{node} dropped {message_type} from {peer}: no machine running",
-                node=self.name, message_type=message_name(message), peer=peer,
+                node=self.name, message_type=message_name(message), peer=peer.address,
                 event="bcr.dropped",
             )
             return
@@ -537,7 +727,7 @@ class TcpNode(Service):
             self.machine_errors += 1
             self.log.failure(
                 "{node}: machine failed on {message_type} from {peer}",
-                node=self.name, message_type=message_name(message), peer=peer,
+                node=self.name, message_type=message_name(message), peer=peer.address,
                 event="bcr.machine_error",
             )
 
@@ -593,7 +783,7 @@ class TcpNode(Service):
             self.cancel_timer(key)
         for peer in self._peers.values():
             peer.close_when_flushed = True
-            if peer.protocol is not None:
+            if peer.protocol is not None and not peer.queue:
                 peer.protocol.transport.loseConnection()  # type: ignore[union-attr]
         self._maybe_drained()
         deadline = self._reactor.callLater(EXIT_FLUSH_S, self._drain_timeout)
@@ -615,7 +805,7 @@ class TcpNode(Service):
     def _drain_timeout(self) -> None:
         self.log.warn(
             "{node}: outbound connections to {peers} still open after {seconds} s",
-            node=self.name, peers=sorted(self._peers), seconds=EXIT_FLUSH_S,
+            node=self.name, peers=sorted(p.address for p in self._peers), seconds=EXIT_FLUSH_S,
             event="bcr.exit_timeout",
         )
         if not self._drained.called:

@@ -2,12 +2,14 @@
 """
 C{twistd bcr-replica}: options and service wiring for one replica process.
 
-The process starts as a spare with a fresh key pair, registers with Olympus,
-serves the one configuration position Olympus assigns it, and exits with
-status 0 when Olympus retires it.
+The process starts as a spare with a fresh key pair, registers with Olympus
+under its long-term identity key (which the operator admitted there,
+docs/SECURITY.md), serves the one configuration position Olympus assigns
+it, and exits with status 0 when Olympus retires it.
 
     twistd -n --pidfile= bcr-replica --olympus 127.0.0.1:7000 \\
-        --olympus-key runs/x/olympus.key.pub --log-dir runs/x
+        --olympus-key runs/x/olympus.key.pub --identity-key /var/lib/bcr/identity.key \\
+        --log-dir runs/x
 """
 
 from __future__ import annotations
@@ -23,22 +25,29 @@ from twisted_bcr.net.daemon import (
     NodeOptions,
     check_address,
     check_name,
+    load_or_create_key,
     node_service,
     read_verify_key_option,
 )
+from twisted_bcr.peers import Peer
 
 
 class Options(NodeOptions):
     """Options of C{twistd bcr-replica}."""
 
     command = "bcr-replica"
-    synopsis = "--olympus HOST:PORT --olympus-key HEX|PATH [options]"
+    synopsis = "--olympus HOST:PORT --olympus-key HEX|PATH --identity-key FILE [options]"
 
     optParameters = [
         ["olympus", None, None, "Olympus's address, HOST:PORT. Required."],
         [
             "olympus-key", None, None,
             "Olympus's public key: 64 hex digits, or the path of a .pub file. Required.",
+        ],
+        [
+            "identity-key", None, None,
+            "This daemon's long-term identity key (hex seed, mode 0600; FILE.pub holds "
+            "the public key to admit at Olympus); created if missing. Required.",
         ],
         ["name", None, None, "Names this process and its log files [default: replica-PID]."],
     ]
@@ -53,6 +62,9 @@ class Options(NodeOptions):
         super().postOptions()
         check_address("olympus", self["olympus"])
         self["olympus-key-bytes"] = read_verify_key_option("olympus-key", self["olympus-key"])
+        if self["identity-key"] is None:
+            raise usage.UsageError("--identity-key FILE is required")
+        self["identity"] = load_or_create_key(self["identity-key"], "identity-key")
         if self["name"] is None:
             self["name"] = f"replica-{os.getpid()}"
         check_name(self["name"])
@@ -73,8 +85,8 @@ def makeService(options: Options) -> IService:
         lambda env: Replica(
             env,
             key,
-            options["olympus"],
-            options["olympus-key-bytes"],
+            Peer(options["olympus"], options["olympus-key-bytes"]),
+            identity=options["identity"],
             fault_injection=options["enable-fault-injection"],
             faults_factory=(
                 fault_plan_factory(options["fault-registry"])
@@ -82,4 +94,5 @@ def makeService(options: Options) -> IService:
                 else None
             ),
         ),
+        key,
     )
