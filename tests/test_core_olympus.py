@@ -38,8 +38,7 @@ from twisted_bcr.core.common import (
     OLYMPUS,
 )
 from twisted_bcr.core.olympus import (
-    CHALLENGE_LIFETIME_S,
-    MAX_CHALLENGES,
+    MAX_CHALLENGES_PER_IDENTITY,
     MAX_SPARES,
     SPARE_SILENCE_LIMIT_S,
     Olympus,
@@ -650,8 +649,8 @@ class RegistrationTests(OlympusTestCase):
         """
         Identity keys are public: an outsider may name an admitted one, and
         is challenged, but cannot answer.  However many times it tries, at
-        most MAX_CHALLENGES challenges are outstanding and it never becomes
-        a spare; once they expire the real spare gets in.
+        most MAX_CHALLENGES_PER_IDENTITY challenges are outstanding and it
+        never becomes a spare; the real spare still gets in.
         """
         admitted = spare_identity(0)
         challenged = 0
@@ -667,7 +666,7 @@ class RegistrationTests(OlympusTestCase):
                 # Its best try: the binding signed by a key it does hold.
                 self.send(peer, key, "spare",
                           self.response(body.nonce, key, STRANGER_KEY, "outsider"))
-            self.assertLessEqual(len(self.olympus._challenges), MAX_CHALLENGES)
+            self.assertLessEqual(len(self.olympus._challenges), MAX_CHALLENGES_PER_IDENTITY)
             if n % 100 == 99:
                 self.env.clock.advance(1)
         self.assertEqual(self.olympus.spares, [])
@@ -683,18 +682,25 @@ class RegistrationTests(OlympusTestCase):
 
     def test_unanswered_challenges_are_bounded(self) -> None:
         """
-        Unanswered challenges are bounded by MAX_CHALLENGES; registrations
-        beyond that are refused until the oldest expire.
+        Unanswered challenges are bounded per admitted identity, never in
+        total: 5,000 outsiders naming the admitted identities and never
+        answering hold at most MAX_CHALLENGES_PER_IDENTITY of each, and
+        cannot keep a real spare out, which registers at once.
         """
+        identities = [spare_identity(i) for i in range(3)]
         for n in range(5000):
             key = key_for(f"outsider {n}")
             peer = Peer("outsider", key.verify_key_bytes)
-            self.request_registration(0, key=key, address="outsider", peer=peer)
-            self.assertLessEqual(len(self.olympus._challenges), MAX_CHALLENGES)
-        self.assertEqual(len(self.olympus._challenges), MAX_CHALLENGES)
+            self.request_registration(
+                0, key=key, identity=identities[n % 3], address="outsider", peer=peer
+            )
+            self.assertLessEqual(
+                len(self.olympus._challenges), MAX_CHALLENGES_PER_IDENTITY * len(identities)
+            )
+        self.assertEqual(
+            len(self.olympus._challenges), MAX_CHALLENGES_PER_IDENTITY * len(identities)
+        )
         self.assertEqual(self.olympus.spares, [])
-        self.assertEqual(self.request_registration(1), [])
-        self.env.clock.advance(CHALLENGE_LIFETIME_S + 1)
         self.register_spare(1)
         self.assertEqual(len(self.olympus.spares), 1)
 

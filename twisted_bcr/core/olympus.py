@@ -28,7 +28,7 @@ carrying those results so that no request is executed twice.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import deque
 from typing import Any
 
 from attrs import define, evolve, field
@@ -97,9 +97,12 @@ SPARE_SILENCE_LIMIT_S = 95.0
 #: are used or forgotten.
 MAX_SPARES = 256
 
-#: The most registration challenges outstanding at once, and how long one
-#: stays valid.
-MAX_CHALLENGES = 64
+#: The most registration challenges outstanding for one admitted identity,
+#: and how long one stays valid.  Anyone may name an admitted identity (its
+#: key is public), so challenges are bounded per identity, never in total:
+#: an outsider naming every identity holds at most this many slots of each,
+#: and cannot fill a shared table to keep real spares out.
+MAX_CHALLENGES_PER_IDENTITY = 4
 CHALLENGE_LIFETIME_S = 30.0
 
 NONCE_BYTES = 32
@@ -231,7 +234,10 @@ class Olympus:
         self._spare_seen: dict[bytes, float] = {}
         #: The admitted identity behind each registered spare's key.
         self._spare_identity: dict[bytes, bytes] = {}
-        self._challenges: OrderedDict[bytes, _Challenge] = OrderedDict()
+        #: Outstanding challenges by the replica key they were sent to, and
+        #: the replica keys challenged for each identity, oldest first.
+        self._challenges: dict[bytes, _Challenge] = {}
+        self._challenged_for: dict[bytes, deque[bytes]] = {}
         self.clients: dict[int, ClientInfo] = {}
         self.configuration: Configuration | None = None
         #: The newest configuration clients have been told about.
@@ -395,33 +401,41 @@ class Olympus:
         if len(self._live_spares()) >= MAX_SPARES:
             self._reject(sender, f"spare registration: {MAX_SPARES} spares already registered")
             return
-        self._expire_challenges()
-        if key not in self._challenges and len(self._challenges) >= MAX_CHALLENGES:
-            self._reject(sender, f"spare registration: {MAX_CHALLENGES} challenges outstanding")
-            return
         challenge = _Challenge(
             nonce=self._env.random_bytes(NONCE_BYTES),
             spare=ReplicaInfo(message.address, key),
             identity_key=message.identity_key,
             issued_at=self._env.now(),
         )
-        self._challenges[key] = challenge
+        self._remember_challenge(challenge)
         # To the address it claims, checked by the binding to be held by
         # this key: a spare cannot register an address it does not serve.
         self._send_sealed(peer_of(challenge.spare), RegistrationChallenge(challenge.nonce))
 
-    def _expire_challenges(self) -> None:
-        now = self._env.now()
-        while self._challenges:
-            oldest = next(iter(self._challenges.values()))
-            if now - oldest.issued_at <= CHALLENGE_LIFETIME_S:
-                break
-            self._challenges.popitem(last=False)
+    def _remember_challenge(self, challenge: _Challenge) -> None:
+        key = challenge.spare.verify_key
+        keys = self._challenged_for.setdefault(challenge.identity_key, deque())
+        if key in keys:
+            keys.remove(key)
+        keys.append(key)
+        self._challenges[key] = challenge
+        while len(keys) > MAX_CHALLENGES_PER_IDENTITY:
+            self._challenges.pop(keys.popleft(), None)
+
+    def _forget_challenge(self, challenge: _Challenge) -> None:
+        key = challenge.spare.verify_key
+        self._challenges.pop(key, None)
+        keys = self._challenged_for.get(challenge.identity_key)
+        if keys is not None and key in keys:
+            keys.remove(key)
+            if not keys:
+                del self._challenged_for[challenge.identity_key]
 
     def _on_registration_response(
         self, sender: Peer, signer: str, message: RegistrationResponse
     ) -> None:
-        challenge = self._challenges.pop(sender.key)
+        challenge = self._challenges[sender.key]
+        self._forget_challenge(challenge)
         if self._env.now() - challenge.issued_at > CHALLENGE_LIFETIME_S:
             self._reject(sender, "registration response to an expired challenge")
             return

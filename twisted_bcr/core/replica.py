@@ -259,23 +259,27 @@ class Replica:
             self._retire()
 
     def timer_expired(self, key: str) -> None:
-        """A retransmission timer (§6.2 cases 3, 5) or the drain deadline expired."""
-        if key == _REGISTRATION_TIMER:
-            if self.mode is Mode.PENDING:
-                self._register()
-            return
-        if key == _DRAIN_TIMER:
-            self._log.warn(
-                "{name} retires with work in flight: results pending for slots "
-                "{slots}, checkpoints pending for slots {checkpoints}",
-                name=self.name, slots=sorted(self._my_result_hashes),
-                checkpoints=sorted(self._checkpoint_hashes),
-                event="bcr.drain_timeout", node=self.name,
-            )
-            self._retire()
-            return
-        kind, client, seq = key.split(":")
-        request_id = f"{client}:{seq}"
+        """A timer expired: C{<kind>[:<client>:<seq>]}, dispatched by L{TIMERS}."""
+        kind, _, request_id = key.partition(":")
+        self.TIMERS[kind](self, kind, request_id)
+
+    def _registration_due(self, kind: str, request_id: str) -> None:
+        if self.mode is Mode.PENDING:
+            self._register()
+
+    def _drain_deadline(self, kind: str, request_id: str) -> None:
+        self._log.warn(
+            "{name} retires with work in flight: results pending for slots "
+            "{slots}, checkpoints pending for slots {checkpoints}",
+            name=self.name, slots=sorted(self._my_result_hashes),
+            checkpoints=sorted(self._checkpoint_hashes),
+            event="bcr.drain_timeout", node=self.name,
+        )
+        self._retire()
+
+    def _result_shuttle_overdue(self, kind: str, request_id: str) -> None:
+        """A retransmitted request's result shuttle did not come (§6.2 cases 3, 5)."""
+        client, seq = request_id.split(":")
         self._awaiting_client.discard((int(client), int(seq)))
         self._request_reconfiguration(
             f"{kind} timeout waiting for the result shuttle of {request_id}"
@@ -1237,6 +1241,15 @@ class Replica:
         CompletedCheckpoint: Rule(
             "our successor", _from_successor, _SET_UP, _on_completed_checkpoint
         ),
+    }
+
+    #: Every timer by kind: registration, drain deadline, and the head's and
+    #: non-heads' wait for a result shuttle (keys C{head:<client>:<seq>}).
+    TIMERS: dict[str, Callable[[Replica, str, str], None]] = {
+        _REGISTRATION_TIMER: _registration_due,
+        _DRAIN_TIMER: _drain_deadline,
+        "head": _result_shuttle_overdue,
+        "nonhead": _result_shuttle_overdue,
     }
 
     #: What Olympus may tell this replica, in which modes.  Wedge requests,
