@@ -27,9 +27,9 @@ from twisted.logger import Logger, LogPublisher, formatEvent
 from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
-from twisted_bcr.core.common import OLYMPUS, replica_name
+from twisted_bcr.core.common import MAX_MESSAGE, OLYMPUS, replica_name
 from twisted_bcr.core.replica import Replica
-from twisted_bcr.interfaces import IEnvironment
+from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
     CheckpointProof,
@@ -639,3 +639,27 @@ def wire_configuration(**options: Any) -> Configuration:
             ClientInfo(c.index, plain(c.address), c.verify_key) for c in configuration.clients
         ),
     )
+
+
+@implementer(IMachine)
+class Outsider:
+    """
+    The machine of an outsider's node in the simulation: a process with a
+    valid key of its own, admitted nowhere, that only records what reaches
+    it (a test sends whatever it likes from its node).
+    """
+
+    def __init__(self) -> None:
+        self.received: list[tuple[Peer, object]] = []
+
+    def start(self) -> None:
+        pass
+
+    def receive(self, sender: Peer, message: object) -> None:
+        self.received.append((sender, message))
+
+    def timer_expired(self, key: str) -> None:
+        pass
+
+    def max_message_from(self, key: bytes) -> int:
+        return MAX_MESSAGE

@@ -496,13 +496,29 @@ class OlympusReconfigurationTestCase(SynchronousTestCase):
         spare: it announces itself, and answers Olympus's challenge by
         signing the binding with its admitted identity key.
         """
-        peer = replica_address(index, number)
         key, identity = replica_key(index, number), identity_key(index, number)
+        self.answer_challenge(index, number, key, identity, self.challenge(index, number, key, identity))
+        self.assertIn(key.verify_key_bytes, [r.verify_key for r in self.olympus.spares] + [
+            r.verify_key for c in self.olympus.configurations.values() for r in c.replicas
+        ])
+
+    def challenge(
+        self, index: int, number: int, key: crypto.KeyPair, identity: crypto.KeyPair
+    ) -> bytes:
+        """The spare at C{replica_address(index, number)} registers; the challenge's nonce."""
+        peer = replica_address(index, number)
         self.olympus.receive(peer, register_replica_message(peer.address, key, identity))
         [challenge] = [s for s in self.env.take() if s.to == peer]
         opened = open_sealed(challenge, OLYMPUS_KEY)
         assert isinstance(opened, RegistrationChallenge), opened
-        nonce = opened.nonce
+        return opened.nonce
+
+    def answer_challenge(
+        self, index: int, number: int, key: crypto.KeyPair, identity: crypto.KeyPair,
+        nonce: bytes,
+    ) -> None:
+        """That spare answers the challenge C{nonce} with its identity's signature."""
+        peer = replica_address(index, number)
         binding = RegistrationBinding(
             OLYMPUS_KEY.verify_key_bytes, self.olympus.epoch, nonce, key.verify_key_bytes,
             peer.address,
@@ -515,9 +531,6 @@ class OlympusReconfigurationTestCase(SynchronousTestCase):
                 recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
             ),
         )
-        self.assertIn(key.verify_key_bytes, [r.verify_key for r in self.olympus.spares] + [
-            r.verify_key for c in self.olympus.configurations.values() for r in c.replicas
-        ])
 
     def from_replica(self, index: int, message: object, number: int = 0) -> None:
         """Replica C{index} of configuration C{number} sends C{message}, sealed."""
@@ -632,24 +645,11 @@ class OlympusChallengeTests(OlympusReconfigurationTestCase):
 
     def test_expired_challenge(self) -> None:
         """An answer that comes after the challenge expired registers nobody."""
-        peer = replica_address(0, 2)
-        key, identity = replica_key(0, 2), identity_key(0, 1)  # admitted; a restarted daemon
-        self.olympus.receive(peer, register_replica_message(peer.address, key, identity))
-        [challenge] = [s for s in self.env.take() if s.to == peer]
-        nonce = open_sealed(challenge, OLYMPUS_KEY).nonce  # type: ignore[attr-defined]
+        # An admitted identity whose daemon restarted with a fresh key.
+        key, identity = replica_key(0, 2), identity_key(0, 1)
+        nonce = self.challenge(0, 2, key, identity)
         self.env.clock.advance(CHALLENGE_LIFETIME_S + 1)
-        binding = RegistrationBinding(
-            OLYMPUS_KEY.verify_key_bytes, self.olympus.epoch, nonce, key.verify_key_bytes,
-            peer.address,
-        )
-        response = RegistrationResponse(nonce, identity.sign_bytes(codec.encode(binding)))
-        self.olympus.receive(
-            peer,
-            crypto.seal(
-                key, peer.address, "spare", response,
-                recipient=OLYMPUS_KEY.verify_key_bytes, epoch=self.olympus.epoch,
-            ),
-        )
+        self.answer_challenge(0, 2, key, identity, nonce)
         self.assertNotIn(key.verify_key_bytes, [r.verify_key for r in self.olympus.spares])
         self.assertIn(
             "expired challenge", " ".join(e["reason"] for e in self.events("bcr.rejected"))

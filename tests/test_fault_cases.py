@@ -16,11 +16,10 @@ from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
+from tests.fakes import Outsider
 from twisted_bcr.config import Case, parse_case, parse_case_text
-from twisted_bcr.core.common import MAX_STRANGER_MESSAGE, Mode
-from twisted_bcr.interfaces import IMachine
+from twisted_bcr.core.common import Mode
 from twisted_bcr.peers import Peer
 from twisted_bcr.simulation import SimulatedCluster, seeded_key, simulate
 
@@ -696,26 +695,6 @@ class ExampleCaseTests(FaultCaseTestCase):
 # An outsider replaying everything
 
 
-@implementer(IMachine)
-class _Recorder:
-    """The machine of an outsider's node: it only records what reaches it."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[Peer, object]] = []
-
-    def start(self) -> None:
-        pass
-
-    def receive(self, sender: Peer, message: object) -> None:
-        self.received.append((sender, message))
-
-    def timer_expired(self, key: str) -> None:
-        pass
-
-    def max_message_from(self, key: bytes) -> int:
-        return MAX_STRANGER_MESSAGE
-
-
 @attrs.define
 class ReplayRun:
     """A run in which a stranger replayed every frame, and what it saw."""
@@ -742,7 +721,7 @@ def run_with_replaying_stranger(case: Case) -> ReplayRun:
     rejected: dict[str, int] = {}
     executed: list[tuple[str, int]] = []
     replayed = [0]
-    recorder = _Recorder()
+    recorder = Outsider()
 
     def observe(event: dict[str, Any]) -> None:
         name = event.get("event")

@@ -18,13 +18,12 @@ from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
+from tests.fakes import Outsider
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import Case, parse_case, parse_case_text
-from twisted_bcr.core.common import MAX_MESSAGE, Mode
+from twisted_bcr.core.common import Mode
 from twisted_bcr.core.replica import Replica
-from twisted_bcr.interfaces import IMachine
 from twisted_bcr.messages import (
     CheckpointMessage,
     CheckpointProof,
@@ -544,26 +543,6 @@ class ChaosTests(SynchronousTestCase):
         self.assertEqual(simulate(self.case, seed=3, chaos=2), first)
 
 
-@implementer(IMachine)
-class Listener:
-    """A machine that only records what reaches it: the outsider's ears."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[Peer, object]] = []
-
-    def start(self) -> None:
-        pass
-
-    def receive(self, sender: Peer, message: object) -> None:
-        self.received.append((sender, message))
-
-    def timer_expired(self, key: str) -> None:
-        pass
-
-    def max_message_from(self, key: bytes) -> int:
-        return MAX_MESSAGE
-
-
 OUTSIDER = "outsider"
 OUTSIDER_KEY = crypto.KeyPair.from_seed(b"outsider seed for test_recovery.")
 
@@ -580,7 +559,7 @@ class OutsiderTests(SynchronousTestCase):
 
     case = disjoint_case(1, 100)
 
-    def attack(self, cluster: SimulatedCluster, listener: Listener) -> None:
+    def attack(self, cluster: SimulatedCluster, listener: Outsider) -> None:
         """Send the attacks (from the outsider, and from misplaced members)."""
         network = cluster.network
 
@@ -635,7 +614,7 @@ class OutsiderTests(SynchronousTestCase):
 
     def test_outsider_changes_nothing(self) -> None:
         """The attacked run passes with one configuration, the failure-free results, no reconfiguration request, and every attack dropped (nothing sent back)."""
-        listener = Listener()
+        listener = Outsider()
 
         def setup(cluster: SimulatedCluster) -> None:
             node = cluster.network.add_node(OUTSIDER, [], OUTSIDER_KEY.verify_key_bytes)

@@ -15,12 +15,10 @@ from typing import Any
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
+from tests.fakes import Outsider
 from twisted_bcr import crypto
 from twisted_bcr.config import Case, parse_case, parse_case_text
-from twisted_bcr.core.common import MAX_STRANGER_MESSAGE
-from twisted_bcr.interfaces import IMachine
 from twisted_bcr.messages import (
     CheckpointMessage,
     CheckpointProof,
@@ -365,26 +363,6 @@ class RetransmissionSimulationTests(SynchronousTestCase):
         self.assertGreater(run.summary["clients"][0]["retransmissions"], 0)
         self.assertEqual(run.summary["configurations"], 1)
         self.assertEqual(run.events_named("bcr.reconfiguration_request"), [])
-
-
-@implementer(IMachine)
-class Outsider:
-    """A process with a valid key of its own, admitted nowhere: it records what reaches it."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[Peer, object]] = []
-
-    def start(self) -> None:
-        pass
-
-    def receive(self, sender: Peer, message: object) -> None:
-        self.received.append((sender, message))
-
-    def timer_expired(self, key: str) -> None:
-        pass
-
-    def max_message_from(self, key: bytes) -> int:
-        return MAX_STRANGER_MESSAGE
 
 
 class OutsiderSimulationTests(SynchronousTestCase):
