@@ -40,6 +40,25 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertTrue(summary["ok"])
         self.assertEqual(summary["clients"][0]["results"][-1], "luke warm")
 
+    def test_warnings_on_standard_error(self) -> None:
+        """The case parser's warnings reach the terminal, with the user's file and line."""
+        path = self.mktemp() + ".txt"
+        with open(os.path.join(CASES, "checkpoint.txt"), encoding="utf-8") as source:
+            text = source.read()
+        with open(path, "w", encoding="utf-8") as case_file:
+            case_file.write(text + "checkpt_interval = 3\nclient_timeout = 0\n")
+        status, out, err = run_cli("simulate", path, "--quiet")
+        self.assertEqual(status, 0, err)
+        lines = err.splitlines()
+        last = len(text.split("\n"))
+        # Both keys were in the file already: two duplicates, then the zero timeout.
+        self.assertEqual(len(lines), 3, err)
+        self.assertTrue(lines[0].startswith(f"bcr: warning: {path}:{last}: duplicate key"), err)
+        self.assertTrue(
+            lines[1].startswith(f"bcr: warning: {path}:{last + 1}: duplicate key"), err
+        )
+        self.assertIn(f"{path}:{last + 1}: client_timeout = 0", lines[2])
+
     def test_missing_file(self) -> None:
         """An unreadable case file is one line on standard error and status 1."""
         status, out, err = run_cli("simulate", "/nonexistent/case.txt")

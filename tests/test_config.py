@@ -456,10 +456,20 @@ class IntegerTests(SynchronousTestCase):
                 self.assertTrue(str(error).endswith(f"integer: {bad}"), str(error))
 
     def test_zero(self) -> None:
-        """t may be 0, but timeouts and the checkpoint interval must be positive."""
+        """
+        t and client_timeout may be 0 (SPEC §6.1: a client timeout of 0 must
+        work; it is said in a warning), but the replicas' timeouts and the
+        checkpoint interval must be positive.
+        """
         self.assertEqual(parse_case_text(MINIMAL.replace("t = 1", "t = 0")).t, 0)
+        case = parse_case_text(MINIMAL + "client_timeout = 0\n", "z.txt")
+        self.assertEqual(case.client_timeout_ms, 0)
+        self.assertEqual(
+            case.warnings,
+            ("z.txt:4: client_timeout = 0: clients retransmit after the shortest"
+             " wait they allow (1 ms)",),
+        )
         for key in [
-            "client_timeout",
             "head_timeout",
             "nonhead_timeout",
             "checkpt_interval",
@@ -922,16 +932,24 @@ class HostTests(SynchronousTestCase):
         )
 
     def test_wrong_counts(self) -> None:
-        """client_hosts needs one index per client and replica_hosts one per chain position."""
-        error = self.assertRaises(
-            CaseError,
-            parse_case_text,
-            MINIMAL + "hosts = a\nclient_hosts = 0;0\n",
-            "h.txt",
-        )
+        """
+        client_hosts needs one index per client and replica_hosts one per
+        chain position; more entries than that (the course example's
+        three-entry lists kept in files with one client or with t = 0) are
+        ignored with a warning naming the line; fewer are an error.
+        """
+        case = parse_case_text(MINIMAL + "hosts = a;b\nclient_hosts = 0;1;1\n", "h.txt")
+        self.assertEqual(case.client_hosts, (0,))
         self.assertEqual(
-            str(error),
-            "h.txt:5: client_hosts needs one entry per client: 1, got 2: 0;0",
+            case.warnings,
+            ("h.txt:5: client_hosts has 3 entries for 1 clients; the last 2 are ignored",),
+        )
+        case = parse_case_text(MINIMAL + "hosts = a\nreplica_hosts = 0;0;0;0;0\n", "h.txt")
+        self.assertEqual(case.replica_hosts, (0, 0, 0))
+        self.assertEqual(
+            case.warnings,
+            ("h.txt:5: replica_hosts has 5 entries for 3 chain positions (2t+1);"
+             " the last 2 are ignored",),
         )
         error = self.assertRaises(
             CaseError,

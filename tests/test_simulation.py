@@ -260,6 +260,22 @@ class Perform900Tests(CaseTestsMixin, SynchronousTestCase):
         self.assertEqual(summary["requests"], 900)
 
 
+class ZeroClientTimeoutTests(SynchronousTestCase):
+    """SPEC §6.1: a client timeout of 0 must work, whatever the timing."""
+
+    def test_failure_free_with_zero_client_timeout(self) -> None:
+        """The failure-free case with client_timeout = 0 passes, unchanged, for many seeds."""
+        with open(os.path.join(CASES, "failure_free.txt"), encoding="utf-8") as f:
+            text = f.read() + "\nclient_timeout = 0\n"
+        case = parse_case_text(text, "zero.txt")
+        for seed in range(1, 11):
+            with self.subTest(seed=seed):
+                summary = simulate(case, seed=seed)
+                self.assertEqual(summary["errors"], [])
+                self.assertEqual(summary["configurations"], 1)
+                self.assertEqual(summary["final_state"], FAILURE_FREE_STATE)
+
+
 class SingleReplicaTests(SynchronousTestCase):
     """With t = 0 a single replica serves a whole run."""
 

@@ -107,11 +107,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_case(path: str, plugin_dirs: Sequence[str] = ()) -> tuple[Case, Registry]:
-    """The case, read with the names of every available fault plugin."""
+    """
+    The case, read with the names of every available fault plugin.  Its
+    warnings go to standard error, naming the user's file and line.
+    """
     try:
-        return load_case(path, plugin_dirs)
+        case, registry = load_case(path, plugin_dirs)
     except (CaseError, PluginError) as e:
         raise UsageProblem(str(e)) from None
+    for warning in case.warnings:
+        print(f"bcr: warning: {warning}", file=sys.stderr)
+    return case, registry
 
 
 def _write_json(path: str | None, document: Any) -> None:

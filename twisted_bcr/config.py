@@ -294,7 +294,14 @@ def parse_case_text(
 
     t = integer("t", None, 0)
     num_client = integer("num_client", None, 0)
-    client_timeout_ms = integer("client_timeout", DEFAULT_TIMEOUT_MS, 1)
+    # SPEC §6.1: a client timeout of 0 must work (the client retransmits
+    # after its 1 ms floor); the other timeouts and the interval may not be 0.
+    client_timeout_ms = integer("client_timeout", DEFAULT_TIMEOUT_MS, 0)
+    if client_timeout_ms == 0:
+        warnings.append(
+            f"{where('client_timeout')}: client_timeout = 0: clients retransmit after"
+            " the shortest wait they allow (1 ms)"
+        )
     head_timeout_ms = integer("head_timeout", DEFAULT_TIMEOUT_MS, 1)
     nonhead_timeout_ms = integer("nonhead_timeout", DEFAULT_TIMEOUT_MS, 1)
     checkpt_interval = integer("checkpt_interval", DEFAULT_CHECKPT_INTERVAL, 1)
@@ -340,9 +347,11 @@ def parse_case_text(
 
     hosts = _split_list(values.get("hosts", ""))
     fault_plugin_dirs = _plugin_dirs(values, path)
-    client_hosts = _host_indices("client_hosts", values, lines, path, hosts, num_client)
+    client_hosts = _host_indices(
+        "client_hosts", values, lines, path, hosts, num_client, warnings
+    )
     replica_hosts = _host_indices(
-        "replica_hosts", values, lines, path, hosts, 2 * t + 1
+        "replica_hosts", values, lines, path, hosts, 2 * t + 1, warnings
     )
 
     return Case(
@@ -564,8 +573,13 @@ def _host_indices(
     path: str,
     hosts: tuple[str, ...],
     expected_count: int,
+    warnings: list[str],
 ) -> tuple[int, ...]:
-    """Read C{client_hosts} or C{replica_hosts}: one index into C{hosts} per process."""
+    """
+    Read C{client_hosts} or C{replica_hosts}: one index into C{hosts} per
+    process.  Extra entries are ignored with a warning: course files keep
+    the example's three-entry lists with one client or with t = 2.
+    """
     if key not in values:
         return ()
     where = f"{path}:{lines[key]}"
@@ -581,14 +595,20 @@ def _host_indices(
                 item,
             )
         indices.append(index)
-    if len(indices) != expected_count:
-        who = "client" if key == "client_hosts" else "chain position (2t+1)"
+    who = "client" if key == "client_hosts" else "chain position (2t+1)"
+    if len(indices) < expected_count:
         raise CaseError(
             where,
             f"{key} needs one entry per {who}: {expected_count}, got {len(indices)}",
             values[key],
         )
-    return tuple(indices)
+    if len(indices) > expected_count:
+        whom = "clients" if key == "client_hosts" else "chain positions (2t+1)"
+        warnings.append(
+            f"{where}: {key} has {len(indices)} entries for {expected_count}"
+            f" {whom}; the last {len(indices) - expected_count} are ignored"
+        )
+    return tuple(indices[:expected_count])
 
 
 def _split_operation_arguments(argument_text: str) -> tuple[str, ...]:
