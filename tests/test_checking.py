@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_bcr import crypto
 from twisted_bcr.checking import build_summary, percentile, replay_alone
 from twisted_bcr.config import parse_case_text
 from twisted_bcr.core.client import ClientOutcome
@@ -273,6 +274,36 @@ class FaultyReplicaTests(SynchronousTestCase):
         self.assertEqual(summary["errors"], [])
         self.assertTrue(summary["replicas_agree"])
         self.assertEqual(summary["final_state"], FINAL)
+
+    def test_omission_faults_still_judged(self) -> None:
+        """A replica that only slept, crashed or dropped a message must agree like any other."""
+        for failure in ["sleep(100)", "drop()", "crash()"]:
+            with self.subTest(failure=failure):
+                summary = build_summary(
+                    CASE, "simulation", good_outcomes(),
+                    report(FINAL, {**FINAL, "a": "a"}, FINAL), 2.0, [],
+                    faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
+                                   "failure": failure, "byzantine": False}],
+                )
+                self.assertFalse(summary["replicas_agree"])
+                self.assertIn(
+                    "replicas [1] of configuration 0 disagree with replica 0", summary["errors"]
+                )
+                self.assertEqual(summary["byzantine_replicas"], [])
+
+    def test_agreement_reported_per_replica(self) -> None:
+        """The summary has each replica's final-state hash, the diverging ones and the Byzantine ones."""
+        summary = build_summary(
+            CASE, "simulation", good_outcomes(),
+            report(FINAL, {**FINAL, "a": "a"}, FINAL), 2.0, [],
+            faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
+                           "failure": "extra_op()", "byzantine": True}],
+        )
+        good, bad = crypto.state_hash(FINAL).hex(), crypto.state_hash({**FINAL, "a": "a"}).hex()
+        self.assertEqual(summary["final_state_hashes"], {"0": good, "1": bad, "2": good})
+        self.assertEqual(summary["diverging_replicas"], [1])
+        self.assertEqual(summary["byzantine_replicas"], [1])
+        self.assertTrue(summary["replicas_agree"])
 
     def test_correct_replica_still_judged(self) -> None:
         """A replica without fired faults that differs still fails the run."""

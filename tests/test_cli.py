@@ -90,7 +90,7 @@ class SimulateCommandTests(SynchronousTestCase):
         self.assertEqual(
             summary["faults_fired"],
             [{"configuration": 0, "replica": 3, "trigger": "shuttle(0,6)",
-              "failure": "change_operation()"}],
+              "failure": "change_operation()", "byzantine": True}],
         )
 
     def test_missing_plugin_directory(self) -> None:
@@ -176,7 +176,8 @@ class FaultPluginKeyTests(SynchronousTestCase):
             summary = json.load(f)
         self.assertEqual(
             summary["faults_fired"],
-            [{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)", "failure": "noop()"}],
+            [{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)", "failure": "noop()",
+              "byzantine": True}],
         )
         # Without the key, the name is unknown: refused with file and line.
         with open(case, "w") as f:

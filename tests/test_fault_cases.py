@@ -54,9 +54,16 @@ def make_case(
     return parse_case_text("\n".join(lines) + "\n", f"{name}.txt")
 
 
+#: The built-in failures that are omissions, not Byzantine behaviour.
+OMISSIONS = ("crash(", "sleep(", "drop(")
+
+
 def pair(configuration: int, replica: int, trigger: str, failure: str) -> dict[str, Any]:
-    """A fired pair as the summary lists it."""
-    return {"configuration": configuration, "replica": replica, "trigger": trigger, "failure": failure}
+    """A fired pair as the summary lists it (crash, sleep and drop are not Byzantine)."""
+    return {
+        "configuration": configuration, "replica": replica, "trigger": trigger,
+        "failure": failure, "byzantine": not failure.startswith(OMISSIONS),
+    }
 
 
 @attrs.define
@@ -335,6 +342,36 @@ class SleepTests(FaultCaseTestCase):
         )
         self.assertNotIn("replica 0.1", result.record["requested_by"])
         self.assertNotIn(1, result.record["quorum"])
+
+
+class AgreementTests(SynchronousTestCase):
+    """Who counts in the agreement check, over many seeds (issue: omissions are not Byzantine)."""
+
+    def test_sleeper_counts_in_the_agreement(self) -> None:
+        """A replica that only slept agrees with the others and is no Byzantine one, whatever the seed."""
+        case = make_case("sleep_agree", {"0,1": "shuttle(0,2), sleep(50)"})
+        for seed in range(1, 11):
+            with self.subTest(seed=seed):
+                summary = simulate(case, seed=seed)
+                self.assertEqual(summary["errors"], [])
+                self.assertEqual(summary["byzantine_replicas"], [])
+                self.assertEqual(summary["diverging_replicas"], [])
+                self.assertEqual(len(set(summary["final_state_hashes"].values())), 1)
+                self.assertEqual(len(summary["final_state_hashes"]), 3)
+
+    def test_extra_op_is_left_out_and_named(self) -> None:
+        """
+        A replica whose extra_op() went unnoticed (no checkpoint) is left out
+        of the agreement, and listed as Byzantine and diverging, for every seed.
+        """
+        case = make_case("extra_agree", {"0,1": "shuttle(0,1), extra_op()"})
+        for seed in range(1, 11):
+            with self.subTest(seed=seed):
+                summary = simulate(case, seed=seed)
+                self.assertEqual(summary["errors"], [])
+                self.assertTrue(summary["replicas_agree"])
+                self.assertEqual(summary["byzantine_replicas"], [1])
+                self.assertEqual(summary["diverging_replicas"], [1])
 
 
 class DropTests(FaultCaseTestCase):

@@ -43,7 +43,7 @@ failures[0,2] = shuttle(0,0), swap_result_stmts()
 SWAP_LINE = 5
 SWAP_FIRED = [
     {"configuration": 0, "replica": 2, "trigger": "shuttle(0,0)",
-     "failure": "swap_result_stmts()"},
+     "failure": "swap_result_stmts()", "byzantine": True},
 ]
 
 #: A plugin module that defines a failure no case file uses.

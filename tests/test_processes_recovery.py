@@ -286,7 +286,8 @@ class FaultProcessTests(TestCase):
         self.assertEqual(summary["clients"][0]["results"], EXPECTED)
         self.assertEqual(
             summary["faults_fired"],
-            [{"configuration": 0, "replica": 1, "trigger": "shuttle(0,3)", "failure": failure}],
+            [{"configuration": 0, "replica": 1, "trigger": "shuttle(0,3)", "failure": failure,
+              "byzantine": False}],
         )
         return summary, log_dir
 

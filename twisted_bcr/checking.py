@@ -26,6 +26,7 @@ from typing import Any
 
 from attrs import define, field
 
+from twisted_bcr import crypto
 from twisted_bcr.config import Case
 from twisted_bcr.core.client import ClientOutcome
 from twisted_bcr.dictionary import apply_operation
@@ -162,6 +163,9 @@ def build_summary(
 
     final_state: dict[str, str] | None = None
     replicas_agree = False
+    state_hashes: dict[str, str] = {}
+    diverging: list[int] = []
+    byzantine: set[int] = set()
     reconfigurations: list[Any] = []
     configurations = 0
     if report is None:
@@ -170,18 +174,25 @@ def build_summary(
         errors.extend(f"olympus: {e}" for e in report.errors)
         reconfigurations = json.loads(report.reconfigurations_json)
         configurations = report.configuration + 1
-        # Replicas given failures are the faulty ones (SPEC §12.2 asks the
-        # live, non-faulty replicas to agree): extra_op() makes one differ.
-        faulty = {
-            f["replica"] for f in faults_fired if f.get("configuration") == report.configuration
+        # SPEC §12.2 asks the live, non-faulty replicas to agree.  Faulty
+        # means Byzantine: a fired failure that changed its state or what it
+        # sent (extra_op() makes one differ).  A replica that only crashed,
+        # slept or dropped a message must still agree.
+        byzantine = {
+            f["replica"] for f in faults_fired
+            if f.get("configuration") == report.configuration and f.get("byzantine", True)
         }
-        judged = [f for f in report.final_states if f.index not in faulty] or list(
+        state_hashes = {
+            str(f.index): crypto.state_hash(dict(f.state)).hex() for f in report.final_states
+        }
+        judged = [f for f in report.final_states if f.index not in byzantine] or list(
             report.final_states
         )
         if not judged:
             errors.append("no replica reported a final dictionary")
         else:
             final_state = dict(judged[0].state)
+            diverging = [f.index for f in report.final_states if dict(f.state) != final_state]
             replicas_agree = all(dict(f.state) == final_state for f in judged[1:])
             if not replicas_agree:
                 differing = [f.index for f in judged if dict(f.state) != final_state]
@@ -218,6 +229,13 @@ def build_summary(
         "clients": clients,
         "final_state": final_state,
         "replicas_agree": replicas_agree,
+        # Per replica of the last configuration that reported: the hash of
+        # its final dictionary; those whose dictionary differs from the one
+        # the non-Byzantine replicas agree on; and the Byzantine ones, which
+        # the agreement leaves out.
+        "final_state_hashes": state_hashes,
+        "diverging_replicas": diverging,
+        "byzantine_replicas": sorted(byzantine),
         "linearizable": replayed is not None and not replay.errors,
         "errors": errors,
     }

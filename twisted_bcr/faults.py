@@ -99,6 +99,18 @@ class Registry:
 _BASE_PATH: list[str] | None = None
 
 
+
+#: The stages (IFailure.stage) of failures that make a replica Byzantine: it
+#: changes its state or slots, or tampers with what it sends.  Crashing,
+#: stalling and dropping a message are omissions: such a replica's state
+#: is still correct, and it counts in the agreement check.
+BYZANTINE_STAGES = frozenset({2, 3})
+
+
+def is_byzantine(failure: IFailure) -> bool:
+    """Does C{failure} make the replica that carries it out Byzantine?"""
+    return failure.stage in BYZANTINE_STAGES
+
 def load_registry(directories: Sequence[str] = ()) -> Registry:
     """
     The fault plugins of the built-in package plus C{directories}.
@@ -270,7 +282,8 @@ class FaultPlan:
                 "{name} fault fired: {pair}", name=self._misbehave.name, pair=pair.text,
                 configuration=self._misbehave.configuration, replica=self._misbehave.index,
                 trigger=_trigger_text(pair),
-                failure=_failure_text(pair), event="bcr.fault_fired",
+                failure=_failure_text(pair), byzantine=is_byzantine(pair.failure),
+                event="bcr.fault_fired",
                 node=self._misbehave.name,
             )
         self.dropped = False

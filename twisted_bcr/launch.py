@@ -950,7 +950,9 @@ class _Run:
                     fired.append(
                         {
                             key: event[key]
-                            for key in ("configuration", "replica", "trigger", "failure")
+                            for key in (
+                                "configuration", "replica", "trigger", "failure", "byzantine"
+                            )
                             if key in event
                         }
                     )

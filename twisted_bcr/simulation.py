@@ -330,7 +330,9 @@ def build_cluster(
     @provider(ILogObserver)
     def note_fired(event: dict[str, Any]) -> None:
         if event.get("event") == "bcr.fault_fired":
-            fired.append({k: event[k] for k in ("configuration", "replica", "trigger", "failure")})
+            fired.append(
+                {k: event[k] for k in ("configuration", "replica", "trigger", "failure", "byzantine")}
+            )
 
     def node(address: str, key: crypto.KeyPair) -> SimulatedNode:
         observers = _observers_for(log_dir, f"{case.file_stem}-{address}", files)
