@@ -1341,11 +1341,12 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
         self.assertEqual([s.message for s in env.take()], [ErrorMessage(0, 1, 0, "immutable")])
 
     def test_catch_up(self) -> None:
-        """Catch-up executes only the slots after the last one executed and reports the state hash and each client's latest signed result."""
+        """Catch-up executes the slots it is sent and reports the state hash and each client's latest signed result."""
         replica, env = self.executed(1, 3)
         self.control(replica, env, WedgeRequest(0))
         env.take()
-        self.control(replica, env, CatchUp(0, entries(range(1, 5))))
+        self.control(replica, env, CatchUp(0, entries(range(3, 5))))
+        self.assertEqual(env.events_named("bcr.catch_up_again"), [])
         state, results = results_through(5)
         self.assertEqual(replica.state, state)
         self.assertEqual(replica.last_executed, 4)
@@ -1360,6 +1361,25 @@ class ReplicaReconfigurationTests(SynchronousTestCase):
             caught_up.client_results[0].statement,
             result_statement(CONFIG, 4, REQUESTS[4], 1, results[4]),
         )
+
+    def test_catch_up_executes_exactly_the_list(self) -> None:
+        """
+        A list that starts at slots already executed is executed all the
+        same, on top of the state (SPEC §9.5): a replica that hid executed
+        slots from its wedged history gets another state hash than the
+        others, and Olympus tries another quorum.
+        """
+        replica, env = self.executed(1, 3)
+        self.control(replica, env, WedgeRequest(0))
+        env.take()
+        self.control(replica, env, CatchUp(0, entries(range(1, 5))))
+        state, _ = results_through(5)
+        self.assertEqual(replica.last_executed, 4)
+        self.assertEqual(len(env.events_named("bcr.catch_up_again")), 2)
+        [sent] = env.take()
+        caught_up = open_sealed(sent, replica_key(1))
+        self.assertEqual(caught_up.state_hash, crypto.state_hash(replica.state))
+        self.assertNotEqual(caught_up.state_hash, crypto.state_hash(state))
 
     def test_catch_up_hole(self) -> None:
         """Catch-up stops at a slot that does not follow the last executed one and still answers."""

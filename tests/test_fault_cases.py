@@ -480,6 +480,25 @@ class TruncateHistoryTests(FaultCaseTestCase):
         self.assertEqual(result.record["quorum"], [1, 2])
         self.assertIn(("replica 0.0", "wedge_request(0), truncate_history(1)", "wedged"), result.applied)
 
+    def test_hidden_slots_are_executed_again(self) -> None:
+        """
+        A correct-state replica that hides its last two executed slots from
+        its wedged history is caught up on them again (SPEC §9.5: exactly the
+        list Olympus sends), its state hash gives it away, and no quorum
+        with it is taken, whatever the seed.
+        """
+        case = make_case("truncate_hidden", {
+            "0,0": "wedge_request(0), truncate_history(2)",
+            "0,1": "shuttle(0,3), change_operation()",
+        })
+        for seed in range(1, 11):
+            with self.subTest(seed=seed):
+                summary = simulate(case, seed=seed)
+                self.assertEqual(summary["errors"], [])
+                [record] = summary["reconfigurations"]
+                self.assertNotIn(0, record["quorum"])
+                self.assertEqual(summary["final_state"], FINAL)
+
     def test_without_truncation(self) -> None:
         """Without the truncation the first quorum, with the head, succeeds."""
         result = run(make_case("no_truncate", {"0,0": "client_request(0,3), change_operation()"}))

@@ -577,17 +577,27 @@ class Replica:
         if not self._from_current_olympus(sender, "catch_up", message.configuration):
             return
         assert self.configuration is not None
-        executed = []
+        executed: list[int] = []
+        executed_before = self.last_executed
         for entry in message.entries:
-            if entry.slot <= self.last_executed:
-                continue
-            if entry.slot != self.last_executed + 1:
+            # Exactly the list Olympus sends, on top of our state (SPEC §9.5):
+            # Olympus built it from our wedged history, so a replica that hid
+            # executed slots from it executes them again and its state hash
+            # gives it away.  Only a hole is refused.
+            expected = executed_before + 1 if not executed else executed[-1] + 1
+            if entry.slot > expected or (executed and entry.slot != expected):
                 self._log.warn(
                     "{name} cannot catch up: slot {slot} after {last}",
-                    name=self.name, slot=entry.slot, last=self.last_executed,
+                    name=self.name, slot=entry.slot, last=expected - 1,
                     event="bcr.catch_up_hole", node=self.name,
                 )
                 break
+            if entry.slot <= executed_before:
+                self._log.warn(
+                    "{name} is sent slot {slot} to catch up on, but executed it already",
+                    name=self.name, slot=entry.slot,
+                    event="bcr.catch_up_again", node=self.name,
+                )
             # Olympus checked the request and its order proof.
             request = codec.decode(entry.request.body, Request)
             assert isinstance(request, Request)
