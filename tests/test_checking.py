@@ -49,13 +49,21 @@ def outcome(
     )
 
 
-def report(*states: dict[str, str], errors: Sequence[str] = ()) -> RunReport:
-    """Olympus's report for configuration 0 with one final state per replica."""
+def report(
+    *states: dict[str, str], errors: Sequence[str] = (), silent: Sequence[int] = ()
+) -> RunReport:
+    """
+    Olympus's report for configuration 0 with one final state per replica,
+    the replicas in C{silent} left out.
+    """
     return RunReport(
         configuration=0,
-        final_states=tuple(FinalState(0, i, dict(s), 5) for i, s in enumerate(states)),
+        final_states=tuple(
+            FinalState(0, i, dict(s), 5) for i, s in enumerate(states) if i not in silent
+        ),
         reconfigurations_json="[]",
         errors=tuple(errors),
+        silent=tuple(silent),
     )
 
 
@@ -190,6 +198,22 @@ class SummaryTests(SynchronousTestCase):
         """A report without any final dictionary fails the run."""
         summary = self.summary(run_report=report())
         self.assertEqual(summary["errors"], ["no replica reported a final dictionary"])
+
+    def test_silent_replica(self) -> None:
+        """A replica that sent no final state (it crashed) is named, and t+1 answers suffice."""
+        summary = self.summary(run_report=report(FINAL, FINAL, FINAL, silent=[2]))
+        self.assertEqual(summary["errors"], [])
+        self.assertEqual(summary["silent_replicas"], [2])
+        self.assertTrue(summary["replicas_agree"])
+
+    def test_too_many_silent(self) -> None:
+        """Fewer than t+1 final states cannot vouch for the final dictionary."""
+        summary = self.summary(run_report=report(FINAL, FINAL, FINAL, silent=[1, 2]))
+        self.assertIn(
+            "only 1 non-Byzantine replicas reported a final dictionary (silent: [1, 2]);"
+            " t+1 = 2 are needed",
+            summary["errors"],
+        )
 
     def test_olympus_errors(self) -> None:
         """Errors Olympus reports become errors of the run."""

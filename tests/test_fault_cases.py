@@ -359,6 +359,22 @@ class AgreementTests(SynchronousTestCase):
                 self.assertEqual(len(set(summary["final_state_hashes"].values())), 1)
                 self.assertEqual(len(summary["final_state_hashes"]), 3)
 
+    def test_crashed_at_the_end(self) -> None:
+        """
+        A replica that crashes once the last request has passed it sends no
+        final state; Olympus does not wait for it past its deadline, names it
+        silent, and the run passes on the others' agreement, whatever the seed.
+        """
+        case = make_case("crash_at_end", {"0,1": "result_shuttle(0,7), crash()"})
+        for seed in range(1, 11):
+            with self.subTest(seed=seed):
+                summary = simulate(case, seed=seed)
+                self.assertEqual(summary["errors"], [])
+                self.assertEqual(summary["configurations"], 1)
+                self.assertEqual(summary["silent_replicas"], [1])
+                self.assertEqual(sorted(summary["final_state_hashes"]), ["0", "2"])
+                self.assertEqual(summary["final_state"], FINAL)
+
     def test_extra_op_is_left_out_and_named(self) -> None:
         """
         A replica whose extra_op() went unnoticed (no checkpoint) is left out

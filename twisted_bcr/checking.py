@@ -166,6 +166,7 @@ def build_summary(
     state_hashes: dict[str, str] = {}
     diverging: list[int] = []
     byzantine: set[int] = set()
+    silent: list[int] = []
     reconfigurations: list[Any] = []
     configurations = 0
     if report is None:
@@ -188,9 +189,19 @@ def build_summary(
         judged = [f for f in report.final_states if f.index not in byzantine] or list(
             report.final_states
         )
+        silent = list(report.silent)
+        agreeing_needed = case.t + 1
+        trusted = [f for f in report.final_states if f.index not in byzantine]
         if not judged:
             errors.append("no replica reported a final dictionary")
         else:
+            if silent and len(trusted) < agreeing_needed:
+                # A crashed replica may stay silent, but the final dictionary
+                # needs t+1 non-Byzantine replicas to vouch for it.
+                errors.append(
+                    f"only {len(trusted)} non-Byzantine replicas reported a final "
+                    f"dictionary (silent: {silent}); t+1 = {agreeing_needed} are needed"
+                )
             final_state = dict(judged[0].state)
             diverging = [f.index for f in report.final_states if dict(f.state) != final_state]
             replicas_agree = all(dict(f.state) == final_state for f in judged[1:])
@@ -236,6 +247,7 @@ def build_summary(
         "final_state_hashes": state_hashes,
         "diverging_replicas": diverging,
         "byzantine_replicas": sorted(byzantine),
+        "silent_replicas": silent,
         "linearizable": replayed is not None and not replay.errors,
         "errors": errors,
     }

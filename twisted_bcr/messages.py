@@ -476,13 +476,19 @@ class FinishRun:
 
 @frozen
 class RunReport:
-    """Olympus's account of a run for the driver: final states and history."""
+    """
+    Olympus's account of a run for the driver: final states and history.
+    C{silent} lists the replicas of the last configuration that sent no
+    final state by the deadline (crashed, or stalled): Olympus does not
+    wait for a crashed process (SPEC §11.2).
+    """
 
     TAG: ClassVar[int] = 57
     configuration: int
     final_states: tuple[FinalState, ...]
     reconfigurations_json: str
     errors: tuple[str, ...]
+    silent: tuple[int, ...]
 
 
 @frozen

@@ -321,12 +321,11 @@ class Olympus:
             )
             self._announce()
         elif key == _FINISH_TIMER and self._finishing is not None:
-            finishing = self._finishing
-            missing = [
-                i for i in range(finishing.expected) if i not in finishing.final_states
-            ]
-            finishing.errors.append(
-                f"no final state from replicas {missing} before the deadline"
+            # Not an error in itself: a crashed replica never answers.  The
+            # report names the silent ones; the verdict needs t+1 answers.
+            self._log.warn(
+                "olympus: no final state from replicas {missing} before the deadline",
+                missing=self._silent(), event="bcr.final_state_timeout", node=self.name,
             )
             self._report()
 
@@ -1066,6 +1065,13 @@ class Olympus:
             self._env.cancel_timer(_FINISH_TIMER)
             self._report()
 
+    def _silent(self) -> list[int]:
+        """The replicas of the last configuration whose final state is missing."""
+        assert self._finishing is not None
+        return [
+            i for i in range(self._finishing.expected) if i not in self._finishing.final_states
+        ]
+
     def _report(self) -> None:
         finishing = self._finishing
         assert finishing is not None and not finishing.reported
@@ -1077,6 +1083,7 @@ class Olympus:
             ),
             reconfigurations_json=json.dumps(self.reconfigurations),
             errors=tuple(self.errors + finishing.errors),
+            silent=tuple(self._silent()),
         )
         self._log.info(
             "olympus reports the run to {driver}", driver=finishing.driver.address,
