@@ -798,6 +798,50 @@ class RetransmissionTests(ReplicaTestCase):
         self.assertEqual(head.next_slot, 0)
 
 
+class StaleRetransmissionTests(ReplicaTestCase):
+    """
+    An admitted but Byzantine client resending a request whose result is no
+    longer cached cannot make a replica wait for a result shuttle that will
+    never come, and so cannot force a reconfiguration.
+    """
+
+    def setUp(self) -> None:
+        self.chain = Chain(wire_configuration())
+        for replica in self.chain.replicas:
+            replica._result_cache_size = 2
+        for env in self.chain.envs:
+            self.watch(env)
+        for seq in range(4):
+            self.chain.submit(client_request(0, seq, "put", f"k{seq}", "v"))
+            self.chain.run()
+        for env in self.chain.envs:
+            env.take()
+
+    def test_old_request_at_every_replica(self) -> None:
+        """Request 0, evicted everywhere, resent to each replica: ignored, no timer, no reconfiguration."""
+        for index, (replica, env) in enumerate(zip(self.chain.replicas, self.chain.envs)):
+            with self.subTest(index=index):
+                replica.receive(client_address(0), client_request(0, 0, "put", "k0", "v"))
+                self.assertEqual(env.take(), [])
+                self.assertEqual(env.active_timers(), {})
+                self.assertEqual(
+                    self.cases(env)[-1],
+                    ("0:0", "executed here, result no longer cached; ignored"),
+                )
+        self.chain.clock.advance(60)
+        for env in self.chain.envs:
+            self.assertEqual(reconfiguration_requests(env), [])
+        self.assertEqual(self.chain.replicas[0].state, {f"k{seq}": "v" for seq in range(4)})
+
+    def test_latest_request_still_served(self) -> None:
+        """The latest request, still cached, is answered from the cache as before."""
+        middle, env = self.chain.replicas[1], self.chain.envs[1]
+        middle.receive(client_address(0), client_request(0, 3, "put", "k3", "v"))
+        [sent] = env.take()
+        self.assertEqual(sent.to, client_address(0))
+        self.assertEqual(self.cases(env)[-1], ("0:3", "cached result"))
+
+
 class CheckpointTests(ReplicaTestCase):
     """Checkpoints every checkpt_interval slots, and history truncation (SPEC §8)."""
 

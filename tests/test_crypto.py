@@ -366,6 +366,24 @@ class VerifierCacheTests(SynchronousTestCase):
         self.assertIs(first, second)
         self.assertEqual(verifier.signature_checks, 1)
 
+    def test_sealed_never_cached(self) -> None:
+        """
+        Sealed envelopes are checked every time and never remembered: a
+        stranger sealing with a key of its own (which is what Olympus checks
+        a sealed message against) must not fill the cache.
+        """
+        verifier = crypto.Verifier()
+        for n in range(100):
+            stranger = crypto.KeyPair.generate()
+            sealed = crypto.seal(
+                stranger, f"x{n}", "client 7", messages.GetConfiguration(7),
+                recipient=b"r" * 32, epoch=b"",
+            )
+            verifier.open_sealed(sealed, stranger.verify_key_bytes)
+            verifier.open_sealed(sealed, stranger.verify_key_bytes)
+        self.assertEqual(verifier.cached_verdicts, 0)
+        self.assertEqual(verifier.signature_checks, 200)
+
     def test_negative_not_cached(self) -> None:
         """
         A bad signature is checked again every time and leaves nothing behind:

@@ -283,11 +283,16 @@ class Verifier:
         C{recipient}, C{epoch} and C{configuration} are as the signer wrote
         them; checking that they fit (is the recipient us?) is the caller's.
 
+        Never cached: the key is often the sender's own (Olympus checks a
+        sealed message against the key its connection proved), so a stranger
+        with a key of its own could otherwise fill the cache with envelopes
+        it signed itself; and control messages are not met twice.
+
         @raise BadSignature: the signature does not verify with C{verify_key}.
         @raise codec.BadMessage: the body is not one of
             L{messages.SEALED_MESSAGES}.
         """
-        self._check(sealed_signing_bytes(sealed), sealed.signature, verify_key)
+        self._verify_signature(sealed_signing_bytes(sealed), sealed.signature, verify_key)
         message = codec.decode_sealed_body(sealed.body)
         if type(message) not in _SEALED_TYPES:
             raise codec.BadMessage(f"unexpected sealed {type(message).__name__}")
@@ -340,6 +345,11 @@ class Verifier:
         @raise BadSignature: the key is invalid or the signature does not verify.
         @raise codec.BadMessage: the genuinely signed body is not a message.
         """
+        self._verify_signature(body, signature, verify_key)
+        return codec.decode(body)
+
+    def _verify_signature(self, body: bytes, signature: bytes, verify_key: bytes) -> None:
+        """One real Ed25519 check; raises L{BadSignature}."""
         try:
             key = self._verify_key(verify_key)
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
@@ -349,7 +359,6 @@ class Verifier:
             key.verify(body, signature)
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
             raise BadSignature("signature does not verify") from None
-        return codec.decode(body)
 
     def _verify_key(self, verify_key: bytes) -> nacl.signing.VerifyKey:
         key = self._verify_keys.get(verify_key)

@@ -768,6 +768,12 @@ class Replica:
             self._send(self._clients[request.client], error, "error",
                        request_id=request.request_id)
             return
+        if self._stale(request):
+            # Its result is neither cached nor still on its way, so waiting
+            # for it could only end in a timeout: a reconfiguration that a
+            # client could force at will by resending an old request.
+            self._log_case(request, "executed here, result no longer cached; ignored")
+            return
         if self.is_head:
             if client_key in self._ordered:
                 self._log_case(request, "head, already ordered")
@@ -785,6 +791,22 @@ class Replica:
             "forwarded_request",
             request_id=request.request_id,
         )
+
+    def _stale(self, request: Request) -> bool:
+        """
+        Did this replica execute C{request} (or a later request of its
+        client) with no result shuttle for it still to come?  A correct
+        client has one request outstanding and never resends an older one;
+        its latest result stays in the cache unless many thousand other
+        results came after it (docs/DECISIONS.md).
+        """
+        latest = self.last_results.get(request.client)
+        if latest is None or request.seq > latest.seq:
+            return False
+        if request.seq < latest.seq:
+            return True
+        slot = self._ordered.get((request.client, request.seq))
+        return slot is None or slot not in self._my_result_hashes
 
     def _log_case(self, request: Request, case: str) -> None:
         self._log.info(
