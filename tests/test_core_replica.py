@@ -819,7 +819,7 @@ class StaleRetransmissionTests(ReplicaTestCase):
 
     def test_old_request_at_every_replica(self) -> None:
         """Request 0, evicted everywhere, resent to each replica: ignored, no timer, no reconfiguration."""
-        for index, (replica, env) in enumerate(zip(self.chain.replicas, self.chain.envs)):
+        for index, (replica, env) in enumerate(zip(self.chain.replicas, self.chain.envs, strict=True)):
             with self.subTest(index=index):
                 replica.receive(client_address(0), client_request(0, 0, "put", "k0", "v"))
                 self.assertEqual(env.take(), [])
