@@ -38,6 +38,8 @@ from twisted_bcr.core.common import (
     OLYMPUS,
 )
 from twisted_bcr.core.olympus import (
+    CHALLENGE_LIFETIME_S,
+    CHALLENGES_PER_KEY,
     MAX_CHALLENGES_PER_IDENTITY,
     MAX_SPARES,
     SPARE_SILENCE_LIMIT_S,
@@ -565,12 +567,30 @@ class RegistrationTests(OlympusTestCase):
         }
         self.assertEqual(len(nonces), 4)
 
+    def test_one_key_cannot_make_olympus_connect_everywhere(self) -> None:
+        """
+        Each challenge goes to the address the registration claims, so one
+        key re-registering under 100 addresses gets CHALLENGES_PER_KEY
+        challenges, not 100 connections to addresses of its choice.
+        """
+        key = key_for("outsider")
+        sent: list[Sent] = []
+        for n in range(100):
+            address = f"127.0.0.1:{10000 + n}"
+            sent += self.request_registration(
+                0, key=key, address=address, peer=Peer(address, key.verify_key_bytes)
+            )
+        self.assertEqual(len(sent), CHALLENGES_PER_KEY)
+        self.assertLessEqual(len(self.rejections()), 10)
+
     def test_response_signed_by_another_identity(self) -> None:
         """A response signed by an identity other than the one registered makes no spare."""
         challenge = self.challenge_of(self.request_registration(0), spare_peer(0))
         for identity in (spare_identity(1), STRANGER_KEY):
             self.send(spare_peer(0), spare_key(0), "spare",
                       self.response(challenge.nonce, spare_key(0), identity, spare_address(0)))
+            # A key gets a new challenge only so often.
+            self.env.clock.advance(CHALLENGE_LIFETIME_S)
             challenge = self.challenge_of(self.request_registration(0), spare_peer(0))
         self.assertEqual(self.olympus.spares, [])
         self.assertEqual(len(self.rejections()), 2)

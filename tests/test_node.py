@@ -275,6 +275,18 @@ class OfflineNodeTests(SynchronousTestCase):
         [failed] = self.events.named("bcr.send_failed")
         self.assertEqual(failed["dropped"], 1)
 
+    def test_outbound_connections_bounded(self) -> None:
+        """Past the bound on outbound connections, with none idle to close, a send fails and is logged."""
+        node = TcpNode(
+            self.reactor, "few", key=key_of("few"), clock=self.clock,
+            observers=[self.events], max_outbound=2,
+        )
+        for port in (7000, 7001, 7002):
+            node.send(somewhere(f"127.0.0.1:{port}"), message(0))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        [failed] = self.events.named("bcr.send_failed")
+        self.assertIn("2 outbound connections", failed["reason"])
+
     def test_send_after_close(self) -> None:
         """A closed node drops what it is asked to send, with a log line."""
         self.successResultOf(ensureDeferred(self.node.close()))
@@ -382,6 +394,20 @@ class LoopbackNodeTests(TestCase):
         protocol.transport.loseConnection()  # type: ignore[union-attr]
         self.assertIn("tag", rejected["reason"])
         self.assertEqual(machine.received, [])
+
+    async def test_least_used_connection_closed(self) -> None:
+        """At the bound, the idle connection used longest ago is closed; a later send reopens it."""
+        sender, _, events = await self.make_node("a", max_outbound=2)
+        receivers = [await self.make_node(f"r{n}") for n in range(3)]
+        for n, (receiver, machine, _) in enumerate(receivers):
+            sender.send(peer(receiver), message(n))
+            await self.bounded(machine.wait_for(1))
+        self.assertEqual(len(sender._peers), 2)
+        self.assertNotIn(peer(receivers[0][0]), sender._peers)
+        sender.send(peer(receivers[0][0]), message(9))
+        await self.bounded(receivers[0][1].wait_for(2))
+        self.assertEqual([m.seq for _, m in receivers[0][1].received], [0, 9])
+        self.assertEqual(events.named("bcr.send_failed"), [])
 
     async def test_graceful_exit_flushes(self) -> None:
         """Exit 0 delivers what was sent, closes the connection, then stops."""

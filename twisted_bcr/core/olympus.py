@@ -104,6 +104,10 @@ MAX_SPARES = 256
 #: and cannot fill a shared table to keep real spares out.
 MAX_CHALLENGES_PER_IDENTITY = 4
 CHALLENGE_LIFETIME_S = 30.0
+#: Challenges one registering key may get per challenge lifetime, and how
+#: many keys' budgets are tracked.
+CHALLENGES_PER_KEY = 2
+MAX_CHALLENGING_KEYS = 4096
 
 NONCE_BYTES = 32
 EPOCH_BYTES = 16
@@ -238,6 +242,12 @@ class Olympus:
         #: the replica keys challenged for each identity, oldest first.
         self._challenges: dict[bytes, _Challenge] = {}
         self._challenged_for: dict[bytes, deque[bytes]] = {}
+        #: At most CHALLENGES_PER_KEY challenges per registering key per
+        #: challenge lifetime.
+        self._challenge_budget = Throttle(
+            env.now, burst=CHALLENGES_PER_KEY, interval_s=CHALLENGE_LIFETIME_S,
+            max_keys=MAX_CHALLENGING_KEYS,
+        )
         self.clients: dict[int, ClientInfo] = {}
         self.configuration: Configuration | None = None
         #: The newest configuration clients have been told about.
@@ -399,6 +409,13 @@ class Olympus:
             return
         if len(self._live_spares()) >= MAX_SPARES:
             self._reject(sender, f"spare registration: {MAX_SPARES} spares already registered")
+            return
+        if self._challenge_budget.allow(key.hex()) is None:
+            # Each challenge may be a connection to an address the registrant
+            # chose: one key (one authenticated connection) must not make
+            # Olympus open them at will.  A real spare needs one, or two if
+            # the first was lost; more takes new connections and keys.
+            self._reject(sender, "spare registration: this key was challenged already")
             return
         challenge = _Challenge(
             nonce=self._env.random_bytes(NONCE_BYTES),

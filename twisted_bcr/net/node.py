@@ -105,6 +105,12 @@ INBOUND_IDLE_S = 2 * OUTBOUND_IDLE_S
 MAX_INBOUND_CONNECTIONS = 1024
 MAX_UNAUTHENTICATED_CONNECTIONS = 64
 
+#: The most outbound connections one node keeps: beyond that the one used
+#: longest ago is closed (it reopens when next needed).  Olympus answers a
+#: spare's registration at the address it claims, so without a bound
+#: strangers could make it hold connections to addresses of their choice.
+MAX_OUTBOUND_CONNECTIONS = 1024
+
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -236,7 +242,7 @@ class _NodeProtocol(FrameProtocol):
         """
         return (
             self.peer_key is None
-            and self._node._throttle.allow(f"frames {self.peer.rpartition(':')[0]}") is None
+            and self._node._throttle.allow("strangers' frames") is None
         )
 
     def lengthLimitExceeded(self, length: int) -> None:
@@ -311,6 +317,8 @@ class _Peer:
     #: The connection while it is being made and authenticated.
     pending: _NodeProtocol | None = None
     connecting: Deferred[Any] | None = None
+    #: When a message was last sent to it (the node's clock).
+    last_used: float = 0.0
     #: Close the connection as soon as the queue is written (graceful exit).
     close_when_flushed: bool = False
 
@@ -340,6 +348,7 @@ class TcpNode(Service):
         log_stem: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        max_outbound: int = MAX_OUTBOUND_CONNECTIONS,
         port_file: str | None = None,
         clock: IReactorTime | None = None,
         observers: Sequence[ILogObserver] = (),
@@ -371,6 +380,7 @@ class TcpNode(Service):
         self._advertise = advertise
         self._max_frame = max_frame
         self._max_queue = max_queue
+        self._max_outbound = max_outbound
         self._port_file = port_file
         self._stop_reactor = stop_reactor if stop_reactor is not None else reactor.stop
         self._exit_process = exit_process
@@ -558,6 +568,7 @@ class TcpNode(Service):
             peer = self._connect(to)
             if peer is None:
                 return
+        peer.last_used = self._clock.seconds()
         if peer.protocol is not None:
             self._write(peer.protocol, to, message)
         elif len(peer.queue) >= self._max_queue:
@@ -574,6 +585,11 @@ class TcpNode(Service):
         except ValueError as e:
             self._send_failed(to, str(e), 1)
             return None
+        if len(self._peers) >= self._max_outbound and not self._close_least_used():
+            self._send_failed(
+                to, f"{self._max_outbound} outbound connections are being made", 1
+            )
+            return None
         peer = _Peer(to)
         self._peers[to] = peer
         protocol = _NodeProtocol(self, self._outbound_lost, to)
@@ -584,6 +600,17 @@ class TcpNode(Service):
             errbackArgs=(peer,),
         )
         return peer
+
+    def _close_least_used(self) -> bool:
+        """Close the idle outbound connection used longest ago; was there one?"""
+        idle = [p for p in self._peers.values() if p.protocol is not None and not p.queue]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda p: p.last_used)
+        del self._peers[oldest.peer]
+        assert oldest.protocol is not None
+        oldest.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        return True
 
     def _client_endpoint(self, address: str) -> IStreamClientEndpoint:
         host, port = parse_address(address)
@@ -651,10 +678,16 @@ class TcpNode(Service):
             )
 
     def _send_failed(self, to: Peer, reason: str, dropped: int) -> None:
+        # One allowance for all destinations: a stranger can name addresses
+        # (a spare registration is answered at the address it claims).
+        suppressed = self._throttle.allow("send failures")
+        if suppressed is None:
+            return
         self.log.warn(
-            "{node}: sending to {peer} failed ({reason}); {dropped} message(s) lost",
+            "{node}: sending to {peer} failed ({reason}); {dropped} message(s) lost{note}",
             node=self.name, peer=to.address, reason=reason, dropped=dropped,
-            event="bcr.send_failed",
+            note=f" ({suppressed} more failures not logged)" if suppressed else "",
+            suppressed=suppressed, event="bcr.send_failed",
         )
 
     # ------------------------------------------------------------------
@@ -690,7 +723,8 @@ class TcpNode(Service):
             self._unauthenticated -= 1
 
     def _note_handshake_failure(self, protocol: _NodeProtocol, reason: str) -> None:
-        suppressed = self._throttle.allow(f"handshake {protocol.peer.rpartition(':')[0]}")
+        # One allowance for all: a stranger can connect from any address.
+        suppressed = self._throttle.allow("handshakes")
         if suppressed is not None:
             self.log.warn(
                 "{node}: handshake with {peer} failed: {reason}{note}", node=self.name,
