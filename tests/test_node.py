@@ -45,7 +45,10 @@ def message(seq: int) -> ErrorMessage:
 class RecordingMachine:
     """Records what its node delivers; can be told to fail."""
 
-    def __init__(self, fail_on: Callable[[object], bool] = lambda m: False) -> None:
+    def __init__(
+        self, fail_on: Callable[[object], bool] = lambda m: False, limit: int = DEFAULT_MAX_FRAME
+    ) -> None:
+        self.limit = limit
         self.received: list[tuple[Peer, Any]] = []
         self.timers: list[str] = []
         self.started = False
@@ -56,7 +59,7 @@ class RecordingMachine:
         self.started = True
 
     def max_message_from(self, key: bytes) -> int:
-        return DEFAULT_MAX_FRAME
+        return self.limit
 
     def receive(self, sender: Peer, message: object) -> None:
         if self._fail_on(message):
@@ -407,6 +410,20 @@ class LoopbackNodeTests(TestCase):
         sender.send(peer(receivers[0][0]), message(9))
         await self.bounded(receivers[0][1].wait_for(2))
         self.assertEqual([m.seq for _, m in receivers[0][1].received], [0, 9])
+        self.assertEqual(events.named("bcr.send_failed"), [])
+
+    async def test_send_limit_is_not_the_peer_role_limit(self) -> None:
+        """
+        What a node takes from a peer is bounded by the peer's role; what it
+        sends that peer is bounded only by the frame limit: a replica sends
+        a client a result as long as the value it read.
+        """
+        sender, _, events = await self.make_node("a", RecordingMachine(limit=1024))
+        receiver, machine, _ = await self.make_node("b")
+        big = ErrorMessage(configuration=0, client=1, seq=0, reason="x" * 10_000)
+        sender.send(peer(receiver), big)
+        await self.bounded(machine.wait_for(1))
+        self.assertEqual(machine.received[0][1], big)
         self.assertEqual(events.named("bcr.send_failed"), [])
 
     async def test_graceful_exit_flushes(self) -> None:

@@ -19,7 +19,8 @@ from zope.interface import implementer
 
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import (
-    MAX_CLIENT_MESSAGE,
+    MAX_MESSAGE,
+    MAX_STRANGER_MESSAGE,
     client_name,
     count_matching_results,
     from_olympus,
@@ -179,8 +180,13 @@ class Client:
             self._env.start_timer(_REQUEST_TIMER, self._timeout_s)
 
     def max_message_from(self, key: bytes) -> int:
-        # Olympus's configurations and replicas' results: all small.
-        return MAX_CLIENT_MESSAGE
+        # A result is as long as the value it reads, and values grow by
+        # appends: Olympus and replicas of known configurations may send up
+        # to the chain's bound, anyone else next to nothing.
+        known = key == self._olympus.key or any(
+            key == r.verify_key for c in self._configurations.values() for r in c.replicas
+        )
+        return MAX_MESSAGE if known else MAX_STRANGER_MESSAGE
 
     # ------------------------------------------------------------------
 

@@ -136,6 +136,9 @@ class FrameProtocol(Protocol, TimeoutMixin):
             raise ValueError("idle_timeout_s must be positive")
         self.on_message = on_message
         self.MAX_LENGTH = max_length
+        #: The largest frame this end sends, when it differs from what it
+        #: receives (a node receives by its peer's role, sends by its own).
+        self.send_limit: int | None = None
         self.peer = "<not connected>"
         self._idle_timeout_s = idle_timeout_s
         self._clock = clock
@@ -464,16 +467,18 @@ class FrameProtocol(Protocol, TimeoutMixin):
         Encode C{message} and send it as one frame.
 
         @raise ValueError: C{message} is not a wire message, cannot be
-            encoded, or encodes to more than C{MAX_LENGTH} bytes; all sender
-            bugs, since the peer would drop or refuse it.
+            encoded, or encodes to more than C{send_limit} (by default
+            C{MAX_LENGTH}) bytes; all sender bugs, since the peer would drop
+            or refuse it.
         """
         if type(message) not in _ALLOWED_TO_SEND:
             raise ValueError(f"{type(message).__name__} is not a wire message")
         data = codec.encode(message)
-        if len(data) > self.MAX_LENGTH:
+        limit = self.MAX_LENGTH if self.send_limit is None else self.send_limit
+        if len(data) > limit:
             raise ValueError(
                 f"{messages.message_name(message)} is {len(data)} bytes,"
-                f" over the frame limit of {self.MAX_LENGTH}"
+                f" over the frame limit of {limit}"
             )
         self.sendString(data)
 

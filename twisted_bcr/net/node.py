@@ -181,6 +181,9 @@ class _NodeProtocol(FrameProtocol):
             clock=node._clock,
         )
         self._node = node
+        # What we may send is the deployment's frame limit: the receiving
+        # end decides by our role what it takes.
+        self.send_limit = node._max_frame
         # Rejections and handler failures go to this node's own log files.
         self._log = node.log
         self._on_lost = on_lost
