@@ -28,7 +28,7 @@ from tests.fakes import (
 )
 from twisted_bcr import crypto
 from twisted_bcr.core.client import MINIMUM_TIMEOUT_S, Client, ClientOutcome
-from twisted_bcr.core.common import MAX_CLIENT_MESSAGE
+from twisted_bcr.core.common import MAX_MESSAGE, MAX_STRANGER_MESSAGE
 from twisted_bcr.messages import (
     ClientRequest,
     Configuration,
@@ -238,9 +238,16 @@ class StartTests(ClientTestCase):
         self.assertEqual(len(self.rejections()), 1)
 
     def test_message_bound(self) -> None:
-        """Whoever sends, a client takes messages of at most MAX_CLIENT_MESSAGE bytes."""
-        for key in (OLYMPUS_KEY.verify_key_bytes, replica_address(0).key, STRANGER_KEY.verify_key_bytes):
-            self.assertEqual(self.client.max_message_from(key), MAX_CLIENT_MESSAGE)
+        """
+        A client takes up to the chain's bound from Olympus and from the
+        replicas of configurations it knows (a result is as long as the value
+        read), and next to nothing from anyone else.
+        """
+        self.started()
+        for key in (OLYMPUS_KEY.verify_key_bytes, replica_address(0).key):
+            self.assertEqual(self.client.max_message_from(key), MAX_MESSAGE)
+        for key in (STRANGER_KEY.verify_key_bytes, replica_address(0, 5).key):
+            self.assertEqual(self.client.max_message_from(key), MAX_STRANGER_MESSAGE)
 
 
 class AcceptanceTests(ClientTestCase):
