@@ -242,12 +242,8 @@ class Replica:
 
     def receive(self, sender: Peer, message: object) -> None:
         """Dispatch one wire message by L{ACCEPTS}."""
-        rule = self.ACCEPTS.get(type(message))
+        rule = self._rule_for(self.ACCEPTS, sender, message, "")
         if rule is None:
-            self._drop(sender, f"unexpected {type(message).__name__}")
-            return
-        if self.mode not in rule.modes:
-            self._drop(sender, f"{message_name(message)} while {self.mode.value}")
             return
         if not rule.allowed(self, sender, message):
             self._drop(
@@ -257,6 +253,19 @@ class Replica:
         rule.handler(self, sender, message)
         if self._retiring and self._drained():
             self._retire()
+
+    def _rule_for(
+        self, table: dict[type, Rule], sender: Peer, message: object, source: str
+    ) -> Rule | None:
+        """C{message}'s row in C{table} if it is handled in our mode; else dropped, None."""
+        rule = table.get(type(message))
+        if rule is None:
+            self._drop(sender, f"unexpected {type(message).__name__}{source}")
+        elif self.mode not in rule.modes:
+            self._drop(sender, f"{message_name(message)} while {self.mode.value}")
+        else:
+            return rule
+        return None
 
     def timer_expired(self, key: str) -> None:
         """A timer expired: C{<kind>[:<client>:<seq>]}, dispatched by L{TIMERS}."""
@@ -400,14 +409,9 @@ class Replica:
             return
         if self.mode is Mode.PENDING:
             self._olympus_epoch = sealed.epoch
-        rule = self.CONTROL.get(type(inner))
-        if rule is None:
-            self._drop(sender, f"unexpected {type(inner).__name__} from Olympus")
-            return
-        if self.mode not in rule.modes:
-            self._drop(sender, f"{message_name(inner)} while {self.mode.value}")
-            return
-        rule.handler(self, sender, inner)
+        rule = self._rule_for(self.CONTROL, sender, inner, " from Olympus")
+        if rule is not None:
+            rule.handler(self, sender, inner)
 
     def _on_challenge(self, sender: Peer, challenge: RegistrationChallenge) -> None:
         """Prove to Olympus that our admitted identity vouches for this process."""
