@@ -57,7 +57,7 @@ from twisted_bcr.core.common import (
     check_request,
     requesting_client,
 )
-from twisted_bcr.core.replica import REGISTRATION_INTERVAL_FIRST_S
+from twisted_bcr.core.replica import MAX_IN_FLIGHT_PER_CLIENT, REGISTRATION_INTERVAL_FIRST_S
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.messages import (
     CheckpointMessage,
@@ -264,6 +264,27 @@ class HeadTests(ReplicaTestCase):
         # The next good request still gets slot 0.
         head.receive(client_address(0), ClientRequest(PUT))
         self.assertEqual([s.slot for s in env.of_type(Shuttle)], [0])
+
+    def test_pipelining_client_is_refused_beyond_bound(self) -> None:
+        """
+        An admitted client that sends requests without waiting for results
+        gets MAX_IN_FLIGHT_PER_CLIENT slots; the next is refused without a
+        slot or a reconfiguration, and other clients are still ordered.
+        """
+        head, env = self.replica(0)
+        for seq in range(MAX_IN_FLIGHT_PER_CLIENT + 3):
+            head.receive(client_address(0), client_request(0, seq, "put", f"k{seq}", "v"))
+        self.assertEqual(
+            [s.slot for s in env.of_type(Shuttle)], list(range(MAX_IN_FLIGHT_PER_CLIENT))
+        )
+        self.assertEqual(head.next_slot, MAX_IN_FLIGHT_PER_CLIENT)
+        rejected = env.events_named("bcr.rejected")
+        self.assertEqual(len(rejected), 3)
+        self.assertIn("still in the chain", rejected[-1]["reason"])
+        self.assertEqual(env.events_named("bcr.reconfiguration_request"), [])
+        env.take()
+        head.receive(client_address(1), client_request(1, 0, "put", "other", "v"))
+        self.assertEqual([s.slot for s in env.of_type(Shuttle)], [MAX_IN_FLIGHT_PER_CLIENT])
 
     def test_forward_shuttle_at_head(self) -> None:
         """

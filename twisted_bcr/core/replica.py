@@ -90,6 +90,14 @@ from twisted_bcr.messages import (
 from twisted_bcr.peers import Peer, peer_of
 from twisted_bcr.throttle import Throttle, clip
 
+#: How many requests of one client the head lets be in the chain at once
+#: (ordered here, result shuttle not yet back).  A correct client has one
+#: request outstanding, but the result shuttles of several earlier ones may
+#: still be on their way back to the head (the simulation's random delays
+#: show two).  A client that pipelines beyond this is refused, so it
+#: cannot queue everyone else's requests behind its own.
+MAX_IN_FLIGHT_PER_CLIENT = 16
+
 #: How many result shuttles a replica keeps for answering retransmissions.
 DEFAULT_RESULT_CACHE_SIZE = 10_000
 
@@ -783,6 +791,15 @@ class Replica:
                 self._log_case(request, "head, already ordered")
                 self._await_result_shuttle(client_key, "head")
                 return
+            if self._in_flight(request.client) >= MAX_IN_FLIGHT_PER_CLIENT:
+                # Refused, not ordered: a correct client only gets here if
+                # result shuttles are very late, and then retransmits.
+                self._reject(
+                    sender,
+                    f"request {request.request_id}: {MAX_IN_FLIGHT_PER_CLIENT} requests "
+                    f"of client {request.client} are still in the chain",
+                )
+                return
             if forwarded:
                 self._log_case(request, "head, new")
             self._order(sender, signed, request, forwarded)
@@ -795,6 +812,15 @@ class Replica:
             "forwarded_request",
             request_id=request.request_id,
         )
+
+    def _in_flight(self, client: int) -> int:
+        """How many of C{client}'s requests this replica executed and awaits the result shuttle of."""
+        count = 0
+        for slot in self._my_result_hashes:
+            entry = self.history.get(slot)
+            if entry is not None and requesting_client(entry.request) == client:
+                count += 1
+        return count
 
     def _stale(self, request: Request) -> bool:
         """
