@@ -25,11 +25,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from twisted_bcr import crypto
+from twisted_bcr.core.common import MAX_STRANGER_MESSAGE
 from twisted_bcr.interfaces import IMachine
 from twisted_bcr.messages import ErrorMessage
 from twisted_bcr.net.framing import DEFAULT_MAX_FRAME
 from twisted_bcr.net.handshake import Handshake
-from twisted_bcr.net.node import HANDSHAKE_TIMEOUT_S, TcpNode, parse_address
+from twisted_bcr.net.node import HANDSHAKE_TIMEOUT_S, TcpNode, canonical_address, parse_address
 from twisted_bcr.peers import Peer
 
 #: Bound on every real-network wait in these tests.
@@ -147,8 +148,22 @@ class ParseAddressTests(SynchronousTestCase):
 
     def test_bad(self) -> None:
         """Anything else is a ValueError."""
-        for text in ["", "host", ":7000", "host:", "host:x", "host:0", "host:70000"]:
+        for text in [
+            "", "host", ":7000", "host:", "host:x", "host:0", "host:70000", "host:\u0661",
+            "::1:7000", "[127.0.0.1]:7000", "[host]:7000", "a..b:7000", "a b:7000",
+            "a/b:7000", "-a:7000", "x" * 254 + ":7000",
+        ]:
             self.assertRaises(ValueError, parse_address, text)
+
+    def test_canonical(self) -> None:
+        """Spellings of one endpoint become one: compressed IPs, lower-case names, plain ports."""
+        for text, canonical in [
+            ("127.0.0.1:7000", "127.0.0.1:7000"),
+            ("127.0.0.1:007000", "127.0.0.1:7000"),
+            ("[0:0:0::1]:7000", "[::1]:7000"),
+            ("Host.Example.:7000", "host.example:7000"),
+        ]:
+            self.assertEqual(canonical_address(text), canonical)
 
 
 class OfflineNodeTests(SynchronousTestCase):
@@ -526,6 +541,31 @@ class AuthenticationTests(LoopbackNodeTests):
         raw.transport.write(struct.pack(">I", 3) + b"\xff\xfe\xfd")  # type: ignore[union-attr]
         await self.bounded(raw.closed)
         self.assertEqual(len(events.named("bcr.handshake_failed")), 1)
+        self.assertEqual(machine.received, [])
+
+    async def test_strangers_share_one_log_allowance(self) -> None:
+        """
+        Outsiders that prove fresh keys of their own, one per connection,
+        and send garbage get one node-wide allowance of log lines between
+        them, not one per connection.
+        """
+        receiver, machine, events = await self.make_node(
+            "b", RecordingMachine(limit=MAX_STRANGER_MESSAGE), clock=Clock()
+        )
+        from twisted.internet import reactor
+
+        host, port = parse_address(receiver.address)
+        for n in range(30):
+            protocol = HandshakingClient(key_of(f"outsider {n}"), peer(receiver).key)
+            await connectProtocol(TCP4ClientEndpoint(reactor, host, port), protocol)
+            await self.bounded(protocol.authenticated)
+            for _ in range(12):
+                protocol.send_frame(b"\xff\xfe\xfd")
+            protocol.send_frame(b"\x00")
+            protocol.transport.loseConnection()  # type: ignore[union-attr]
+        await self.bounded(_until(lambda: not receiver._inbound))
+        self.assertEqual(len(events.named("bcr.rejected")), 10)
+        self.assertEqual(events.named("bcr.rejections_suppressed"), [])
         self.assertEqual(machine.received, [])
 
     async def test_oversized_before_handshake(self) -> None:

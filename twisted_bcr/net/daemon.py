@@ -99,10 +99,13 @@ class NodeOptions(usage.Options):
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(f"--listen {self['listen']!r}: {e}") from None
         advertise = self["advertise"]
-        if advertise is not None and (
-            not advertise or any(c.isspace() or c in "/[]" for c in advertise)
-        ):
-            raise usage.UsageError(f"--advertise {advertise!r}: not a host name or address")
+        if advertise is not None:
+            try:
+                parse_address(f"[{advertise}]:1" if ":" in advertise else f"{advertise}:1")
+            except ValueError:
+                raise usage.UsageError(
+                    f"--advertise {advertise!r}: not a host name or address"
+                ) from None
         if self["max-frame"] < MINIMUM_MAX_FRAME:
             raise usage.UsageError(f"--max-frame must be at least {MINIMUM_MAX_FRAME} bytes")
         log_dir = self["log-dir"]

@@ -22,7 +22,9 @@ traceback and counted in L{TcpNode.machine_errors}.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,6 +58,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_bcr import crypto
+from twisted_bcr.core.common import MAX_STRANGER_MESSAGE
 from twisted_bcr.files import write_atomically
 from twisted_bcr.interfaces import IEnvironment, IMachine
 from twisted_bcr.logs import LogFiles
@@ -70,6 +73,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUE",
     "TcpNode",
     "advertised_host",
+    "canonical_address",
     "parse_address",
 ]
 
@@ -96,8 +100,13 @@ CLOSE_TIMEOUT_S = 2.0
 HANDSHAKE_TIMEOUT_S = 10.0
 
 #: Idle connections are closed: outbound ones after this long without
-#: traffic, inbound ones after twice that.
-OUTBOUND_IDLE_S = 300.0
+#: traffic, inbound ones after twice that (so the sender, which reopens on
+#: its next message, closes first).  Short, because Olympus opens a
+#: connection for every registration challenge to the address the
+#: registrant claims: a registrant that keeps its end open holds one of
+#: Olympus's descriptors for this long, not longer.  Reopening a connection
+#: of the chain that was idle this long costs one handshake.
+OUTBOUND_IDLE_S = 30.0
 INBOUND_IDLE_S = 2 * OUTBOUND_IDLE_S
 
 #: The most connections one node accepts at once, and the most of them
@@ -113,22 +122,57 @@ MAX_OUTBOUND_CONNECTIONS = 1024
 
 _WILDCARDS = ("", "0.0.0.0", "::")
 
+_HOST_NAME = re.compile(
+    r"(?i)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
+_MAX_HOST_NAME = 253
+
 
 def parse_address(address: str) -> tuple[str, int]:
     """
     Split C{"host:port"} (or C{"[v6host]:port"}) into host and port.
 
-    @raise ValueError: C{address} is not of that form.
+    @raise ValueError: C{address} is not of that form, the port is out of
+        range or the host is neither an IP address nor a host name.
     """
     host, separator, port_text = address.rpartition(":")
-    if not separator or not host or not port_text.isdigit():
+    if not separator or not host or not port_text.isascii() or not port_text.isdigit():
         raise ValueError(f"not a host:port address: {address!r}")
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
     port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {address!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if bracketed or len(host) > _MAX_HOST_NAME or not _HOST_NAME.fullmatch(host):
+            raise ValueError(f"not a host name or IP address: {address!r}") from None
+    else:
+        if bracketed != (ip.version == 6):
+            raise ValueError(f"brackets go around IPv6 hosts only: {address!r}")
     return host, port
+
+
+def canonical_address(address: str) -> str:
+    """
+    The one spelling of C{address}: IP hosts in their compressed form, host
+    names in lower case, the port without leading zeros.
+
+    A node advertises its own address in this form, so the addresses in
+    configurations compare equal exactly when they name one endpoint.
+
+    @raise ValueError: as L{parse_address}.
+    """
+    host, port = parse_address(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host.lower().rstrip('.')}:{port}"
+    if ip.version == 6:
+        return f"[{ip.compressed}]:{port}"
+    return f"{ip.compressed}:{port}"
 
 
 def advertised_host(listening: IAddress, fallback: str = "127.0.0.1") -> str:
@@ -237,27 +281,31 @@ class _NodeProtocol(FrameProtocol):
             self.set_frame_limit(self._node._frame_limit_for(self.peer_key))
         return self.MAX_LENGTH
 
-    def _unheard_stranger(self) -> bool:
+    def _stranger_over_budget(self) -> bool:
         """
-        Is this a connection without a proven key whose line would exceed
-        the node's allowance for its host?  Such a peer can open
-        connections at will, and each may fail once: they share one budget.
+        Is the peer a stranger (no proven key yet, or a key with no role
+        here) whose line would exceed the node's allowance for strangers?
+        A stranger can mint keys and open connections at will, and each
+        connection may fail in its own way: they all share one budget.
         """
         return (
-            self.peer_key is None
-            and self._node._throttle.allow("strangers' frames") is None
-        )
+            self.peer_key is None or self._node._has_no_role(self.peer_key)
+        ) and self._node._throttle.allow("strangers' frames") is None
 
     def lengthLimitExceeded(self, length: int) -> None:
-        if self._unheard_stranger():
+        if self._stranger_over_budget():
             self._give_up()
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
         super().lengthLimitExceeded(length)
 
     def _log_leftover(self) -> None:
-        if not self._unheard_stranger():
+        if not self._stranger_over_budget():
             super()._log_leftover()
+
+    def _reject(self, reason: str, length: int | None) -> None:
+        if not self._stranger_over_budget():
+            super()._reject(reason, length)
 
     def _handshake_failed(self, reason: str) -> None:
         self._cancel_deadline()
@@ -438,7 +486,8 @@ class TcpNode(Service):
         host = self._advertise or advertised_host(listening)
         if ":" in host:
             host = f"[{host}]"
-        self.address = f"{host}:{listening.port}"
+        # One spelling per endpoint, in configurations and logs.
+        self.address = canonical_address(f"{host}:{listening.port}")
         self.log.info(
             "{node} listening on {listen}, reachable at {address}",
             node=self.name, listen=self._listen_description, address=self.address,
@@ -741,6 +790,10 @@ class TcpNode(Service):
             self._inbound.discard(protocol)
             if protocol.peer_key is None:
                 self._unauthenticated -= 1
+
+    def _has_no_role(self, key: bytes) -> bool:
+        """Does the machine take from C{key} no more than from anybody at all?"""
+        return self._frame_limit_for(key) <= MAX_STRANGER_MESSAGE
 
     def _frame_limit_for(self, key: bytes) -> int:
         """The largest message a peer holding C{key} may send (its role's bound)."""
