@@ -110,7 +110,7 @@ class ExampleFileTests(SynchronousTestCase):
     def test_all_parse(self) -> None:
         """Every C{etc/cases/*.txt} parses without warnings or ignored keys."""
         paths = sorted(glob.glob(os.path.join(CASES_DIRECTORY, "*.txt")))
-        self.assertEqual(len(paths), 7)
+        self.assertEqual(len(paths), 8)
         for path in paths:
             case = parse_case(path)
             self.assertEqual((case.warnings, case.ignored_keys), ((), ()), path)

@@ -52,6 +52,8 @@ from twisted_bcr.messages import (
     FinalState,
     FinishRun,
     GetConfiguration,
+    Quiesce,
+    Quiescent,
     Ready,
     ReconfigurationRequest,
     RegisterClient,
@@ -1098,11 +1100,65 @@ class FinishTests(OlympusTestCase):
         message = FinalState(0, index, state, 3)
         self.send(spare_peer(signer), spare_key(signer), f"replica 0.{signer}", message)
 
+    def quiescent(self, index: int, drained: bool = True) -> None:
+        """Replica C{index} of configuration 0 says it is quiescent."""
+        self.send(spare_peer(index), spare_key(index), f"replica 0.{index}",
+                  Quiescent(0, index, drained))
+
+    def finish_quiesced(self) -> None:
+        """Finish, and every replica of configuration 0 says it is quiescent."""
+        self.finish()
+        self.assertEqual(
+            [type(self.from_olympus(s)) for s in self.env.take()], [Quiesce] * 3
+        )
+        for index in range(3):
+            self.quiescent(index)
+
+    def test_finish_run_quiesces_first(self) -> None:
+        """
+        Finishing first asks the replicas to finish their work in flight,
+        retiring nobody, spares included: a reconfiguration may still need
+        them.
+        """
+        self.set_up()
+        self.register_spare(3)
+        self.finish()
+        sent = self.env.take()
+        self.assertEqual([s.to for s in sent], [spare_peer(n) for n in range(3)])
+        self.assertEqual([self.from_olympus(s) for s in sent], [Quiesce(0)] * 3)
+        self.quiescent(0)
+        self.quiescent(2, drained=False)
+        self.assertEqual(self.env.take(), [])
+        [warning] = self.env.events_named("bcr.quiescent")
+        self.assertEqual(warning["replica"], "replica 0.2")
+        # A stranger cannot answer for a replica.
+        self.send(STRANGER, STRANGER_KEY, "replica 0.1", Quiescent(0, 1, True))
+        self.assertEqual(self.env.take(), [])
+        self.quiescent(1)
+        self.assertEqual(
+            [self.from_olympus(s) for s in self.env.take()], [Shutdown(0)] * 3 + [Shutdown(-1)]
+        )
+
+    def test_quiesce_deadline(self) -> None:
+        """A replica that never says it is quiescent (crashed) is retired after two step timeouts."""
+        self.set_up()
+        self.finish()
+        self.env.take()
+        self.quiescent(0)
+        self.quiescent(1)
+        self.env.clock.advance(7.999)
+        self.assertEqual(self.env.take(), [])
+        self.env.clock.advance(0.001)
+        self.assertEqual([self.from_olympus(s) for s in self.env.take()], [Shutdown(0)] * 3)
+        [timeout] = self.env.events_named("bcr.quiesce_timeout")
+        self.assertEqual(timeout["silent"], [2])
+        self.assertEqual(self.olympus.errors, [])
+
     def test_finish_run(self) -> None:
         """Shutdown goes to every replica; the report follows once all final states are in."""
         self.set_up()
         self.register_spare(3)
-        self.finish()
+        self.finish_quiesced()
         sent = self.env.take()
         self.assertEqual([s.to for s in sent], [spare_peer(n) for n in range(4)])
         self.assertEqual([self.from_olympus(s) for s in sent], [Shutdown(0)] * 3 + [Shutdown(-1)])
@@ -1123,7 +1179,7 @@ class FinishTests(OlympusTestCase):
     def test_finish_run_deadline(self) -> None:
         """Without every final state, the report comes after twice the step timeout and names the silent replicas, without calling it an error (a crashed replica never answers)."""
         self.set_up()
-        self.finish()
+        self.finish_quiesced()
         self.env.take()
         self.final_state(0, {"a": "b"})
         self.env.clock.advance(7.999)
@@ -1173,7 +1229,7 @@ class FinishTests(OlympusTestCase):
     def test_final_state_for_another_replica(self) -> None:
         """A replica cannot report the final state of another position."""
         self.set_up()
-        self.finish()
+        self.finish_quiesced()
         self.env.take()
         self.final_state(0, {"forged": "x"}, signer_index=1)
         self.final_state(1, {"a": "b"})
@@ -1186,7 +1242,7 @@ class FinishTests(OlympusTestCase):
     def test_final_state_from_client(self) -> None:
         """A final state sealed by a client is rejected."""
         self.set_up()
-        self.finish()
+        self.finish_quiesced()
         self.env.take()
         message = FinalState(0, 0, {"forged": "x"}, 3)
         self.send(client_address(0), client_key(0), "client 0", message)
@@ -1197,7 +1253,7 @@ class FinishTests(OlympusTestCase):
     def test_final_state_from_a_stranger(self) -> None:
         """A stranger's final state for a position does not count."""
         self.set_up()
-        self.finish()
+        self.finish_quiesced()
         self.env.take()
         self.send(STRANGER, STRANGER_KEY, "replica 0.0", FinalState(0, 0, {"forged": "x"}, 3))
         self.final_state(1, {"a": "b"})

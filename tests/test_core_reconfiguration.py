@@ -77,6 +77,8 @@ from twisted_bcr.messages import (
     GetConfiguration,
     GetRunningState,
     HistoryEntry,
+    Quiesce,
+    Quiescent,
     Ready,
     ReconfigurationRequest,
     RegistrationBinding,
@@ -443,6 +445,8 @@ workload[1] = get('a')
     "reconfiguration_case.txt",
 )
 STEP_S = 3.0
+#: How long the end of a run waits for a reconfiguration at t = 1.
+ALLOWANCE_S = 5 * STEP_S
 
 
 #: The identities Olympus admits in these tests: the daemons that serve as
@@ -559,13 +563,13 @@ class OlympusReconfigurationTestCase(SynchronousTestCase):
             ),
         )
 
-    def finish_run(self) -> None:
+    def finish_run(self, workload_done: bool = True) -> None:
         """The driver, which holds Olympus's key, ends the run."""
         driver = Peer("driver", OLYMPUS_KEY.verify_key_bytes)
         self.olympus.receive(
             driver,
             crypto.seal(
-                OLYMPUS_KEY, "driver", "olympus", FinishRun("test"),
+                OLYMPUS_KEY, "driver", "olympus", FinishRun("test", workload_done),
                 recipient=OLYMPUS_KEY.verify_key_bytes, epoch=b"",
             ),
         )
@@ -759,7 +763,7 @@ class OlympusRequestTests(OlympusReconfigurationTestCase):
         self.assertEqual(self.env.take(), [])
         self.assertEqual(len(self.rejected()), 2)
         self.finish_run()
-        self.assertEqual(len(self.sent_of(Shutdown)), 6)
+        self.assertEqual(self.sent_of(Quiesce), [(replica_address(i), Quiesce(0)) for i in range(3)])
 
     def client_request(self, proof: tuple[Signed, ...]) -> None:
         """Client 0 asks to reconfigure configuration 0 with C{proof}."""
@@ -998,6 +1002,7 @@ class OlympusQuorumTests(OlympusReconfigurationTestCase):
         self.wedged(0, entries(range(3)))
         self.env.clock.advance(STEP_S)
         self.finish_run()
+        self.env.clock.advance(ALLOWANCE_S)
         [error] = self.olympus.errors
         self.assertIn("more than t=1 replicas of configuration 0 seem faulty", error)
 
@@ -1012,13 +1017,70 @@ class OlympusQuorumTests(OlympusReconfigurationTestCase):
         self.assertEqual(len(self.events("bcr.no_quorum")), 1)
 
     def test_run_ends_while_reconfiguring(self) -> None:
-        """Finishing during a reconfiguration reports it as an error and stops the step timers."""
+        """
+        Finishing during a reconfiguration lets it run; one that does not
+        end within the allowance (the wedge step and t+1 attempts of two
+        steps) is reported as an error, its timers stopped and the replicas
+        retired.
+        """
         self.start_reconfiguration()
         self.wedged(0, entries(range(3)))
         self.finish_run()
+        self.assertIsNotNone(self.olympus.reconfiguring)
+        self.assertEqual(self.sent_of(Shutdown), [])
+        self.env.clock.advance(ALLOWANCE_S - 0.001)
+        self.assertIsNotNone(self.olympus.reconfiguring)
+        self.assertEqual(self.olympus.errors, [])
+        self.env.clock.advance(0.001)
         self.assertIsNone(self.olympus.reconfiguring)
         self.assertIn("being reconfigured", self.olympus.errors[-1])
         self.assertEqual(list(self.env.active_timers()), ["finish"])
+        self.assertEqual(
+            [to for to, _ in self.sent_of(Shutdown)][:3], [replica_address(i) for i in range(3)]
+        )
+
+    def test_failed_run_ends_at_once(self) -> None:
+        """A run that failed (its deadline passed) abandons the reconfiguration and retires at once."""
+        self.start_reconfiguration()
+        self.wedged(0, entries(range(3)))
+        self.finish_run(workload_done=False)
+        self.assertIsNone(self.olympus.reconfiguring)
+        self.assertIn("being reconfigured", self.olympus.errors[-1])
+        sent = self.opened(self.env.take())
+        self.assertEqual([body for _, body in sent][:3], [Shutdown(0)] * 3)
+        self.assertNotIn(Quiesce, [type(body) for _, body in sent])
+
+    def test_reconfiguration_requested_while_quiescing(self) -> None:
+        """
+        Work that trails the workload may reveal misbehaviour after the
+        driver said finish: the request is taken, the reconfiguration runs
+        to its end, then the new configuration is quiesced and retired.
+        """
+        self.finish_run()
+        self.assertEqual(len(self.sent_of(Quiesce)), 3)
+        self.from_replica(0, Quiescent(0, 0, True))
+        state = self.through_running_state()
+        self.env.clock.advance(1.5)
+        self.running_state(0, state)
+        sent = self.opened(self.env.take())
+        self.assertEqual(self.olympus.configuration.number, 1)
+        self.assertEqual(
+            [to for to, body in sent if isinstance(body, Quiesce)],
+            [replica_address(i, 1) for i in range(3)],
+        )
+        # Assignments go before the quiesce requests, on the same connections.
+        kinds = [type(body).__name__ for to, body in sent if to == replica_address(0, 1)]
+        self.assertEqual(kinds, ["Assignment", "Quiesce"])
+        self.assertEqual(self.olympus.errors, [])
+        # A late answer of configuration 0 counts for nothing.
+        self.from_replica(1, Quiescent(0, 1, True))
+        self.assertEqual(self.sent_of(Shutdown), [])
+        for i in range(3):
+            self.from_replica(i, Quiescent(1, i, True), number=1)
+        retired = [to for to, _ in self.sent_of(Shutdown)]
+        self.assertEqual(retired[:3], [replica_address(i, 1) for i in range(3)])
+        [record] = self.olympus.reconfigurations
+        self.assertEqual(record["from"], 0)
 
 
 class OlympusNewConfigurationTests(OlympusReconfigurationTestCase):

@@ -25,6 +25,7 @@ from tests.fakes import (
     STRANGER_KEY,
     Chain,
     FakeEnvironment,
+    Sent,
     checkpoint_proof,
     client_address,
     client_key,
@@ -68,6 +69,8 @@ from twisted_bcr.messages import (
     ForwardedRequest,
     Operation,
     OrderStatement,
+    Quiesce,
+    Quiescent,
     Ready,
     ReconfigurationRequest,
     RegisterReplica,
@@ -1516,6 +1519,76 @@ class AuthorisationTests(ReplicaTestCase):
         [rejected] = env.events_named("bcr.rejected")
         self.assertNotIn("\n", formatEvent(rejected))
         self.assertLessEqual(len(rejected["reason"]), 160)
+
+
+class QuiesceTests(ReplicaTestCase):
+    """
+    At the end of a run Olympus first asks each replica to finish its work
+    in flight; the replica says when it has, and keeps serving meanwhile.
+    """
+
+    def quiescent(self, sent: Sent, index: int = 1) -> Quiescent:
+        """The sealed Quiescent in C{sent}, checked to go to Olympus from replica C{index}."""
+        self.assertEqual(sent.to, OLYMPUS_ADDRESS)
+        quiescent = open_sealed(sent, replica_key(index))
+        assert isinstance(quiescent, Quiescent)
+        return quiescent
+
+    def test_drained_replica_answers_at_once(self) -> None:
+        """A replica with nothing in flight answers at once, and neither reports nor exits."""
+        replica, env = self.replica(1)
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
+        [sent] = env.take()
+        self.assertEqual(self.quiescent(sent), Quiescent(0, 1, True))
+        self.assertEqual(env.exits, [])
+        self.assertEqual(env.active_timers(), {})
+
+    def test_waits_for_work_in_flight_and_keeps_serving(self) -> None:
+        """A replica owed a result shuttle answers once it has arrived and been passed on."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
+        self.assertEqual(env.take(), [])
+        self.assertEqual(len(env.events_named("bcr.quiescing")), 1)
+        replica.receive(replica_address(2), make_result_shuttle(CONFIG, 0, PUT, "OK"))
+        forwarded, sent = env.take()
+        self.assertIsInstance(forwarded.message, ResultShuttle)
+        self.assertEqual(self.quiescent(sent), Quiescent(0, 1, True))
+        self.assertEqual((env.exits, env.active_timers()), ([], {}))
+
+    def test_deadline(self) -> None:
+        """A result shuttle that never comes: after one step timeout the answer says so."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
+        env.clock.advance(CONFIG.head_timeout_ms / 1000 - 0.001)
+        self.assertEqual(env.take(), [])
+        env.clock.advance(0.001)
+        [sent] = env.take()
+        self.assertEqual(self.quiescent(sent), Quiescent(0, 1, False))
+        self.assertEqual(env.exits, [])
+        self.assertEqual(len(env.events_named("bcr.drain_timeout")), 1)
+
+    def test_wedged_while_quiescing(self) -> None:
+        """A replica wedged while it waits answers at once: what is in flight is the reconfiguration's."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
+        replica.receive(OLYMPUS_ADDRESS, to_spare(WedgeRequest(0)))
+        quiescent = [self.quiescent(s) for s in env.take() if s.to == OLYMPUS_ADDRESS
+                     and isinstance(open_sealed(s, replica_key(1)), Quiescent)]
+        self.assertEqual(quiescent, [Quiescent(0, 1, False)])
+
+    def test_quiesce_from_outsider_or_other_configuration(self) -> None:
+        """Olympus's quiesce replayed by a stranger, or naming another configuration, gets no answer."""
+        replica, env = self.replica(1)
+        replica.receive(STRANGER, to_spare(Quiesce(0)))
+        self.assertDropped(replica, env, "not Olympus")
+        replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(3)))
+        self.assertEqual(env.take(), [])
 
 
 class ShutdownTests(ReplicaTestCase):

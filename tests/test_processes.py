@@ -145,9 +145,9 @@ class _Sender(Protocol):
         self.ended.callback(None)
 
 
-def spawned_pids(log_dir: str) -> list[int]:
+def spawned_pids(log_dir: str, stem: str = "failure_free") -> list[int]:
     """The pids of every child the launcher started, from its JSON log."""
-    path = os.path.join(log_dir, "failure_free-launcher.json")
+    path = os.path.join(log_dir, f"{stem}-launcher.json")
     with open(path, encoding="utf-8") as f:
         return [e["pid"] for e in eventsFromJSONLogFile(f) if e.get("event") == "bcr.spawn"]
 
@@ -157,8 +157,8 @@ class RunCaseTests(TestCase):
 
     timeout = 120
 
-    def assert_no_process_left(self, log_dir: str) -> None:
-        pids = spawned_pids(log_dir)
+    def assert_no_process_left(self, log_dir: str, stem: str = "failure_free") -> None:
+        pids = spawned_pids(log_dir, stem)
         self.assertGreaterEqual(len(pids), 4)
         for pid in pids:
             with self.assertRaises(ProcessLookupError, msg=f"pid {pid} still exists"):
@@ -220,6 +220,24 @@ class RunCaseTests(TestCase):
                 if e.get("event") == "bcr.checkpoint_completed"
             ]
             self.assertEqual(completed, [(2, 3), (5, 3)])
+
+    def test_trailing_reconfiguration(self) -> None:
+        """
+        C{bcr run} of trailing_checkpoint.txt: the reconfiguration that the
+        slot-2 checkpoint asks for, whether it begins before or after the
+        driver says finish, completes before the run ends, and it passes.
+        """
+        log_dir = os.path.abspath(self.mktemp())
+        summary = run_case_blocking(
+            os.path.join(CASES, "trailing_checkpoint.txt"), log_dir, RUN_DEADLINE_S
+        )
+        self.assertEqual(summary["errors"], [])
+        self.assertTrue(summary["ok"])
+        self.assertEqual(summary["configurations"], 2)
+        [record] = summary["reconfigurations"]
+        self.assertIn("checkpoint for slot 2", record["reason"])
+        self.assertEqual(summary["final_state"], {"b": "2", "c": "3", "d": "4", "e": "5"})
+        self.assert_no_process_left(log_dir, "trailing_checkpoint")
 
     async def test_hostile_input(self) -> None:
         """

@@ -276,6 +276,44 @@ class ZeroClientTimeoutTests(SynchronousTestCase):
                 self.assertEqual(summary["final_state"], FAILURE_FREE_STATE)
 
 
+class EndOfRunTests(SynchronousTestCase):
+    """
+    etc/cases/trailing_checkpoint.txt: misbehaviour that only traffic after
+    the last result reveals (the checkpoint of slot 2, found while the last
+    request is in flight) still gets its reconfiguration: the run ends once
+    it is quiescent.
+    """
+
+    def test_trailing_reconfiguration_completes(self) -> None:
+        """
+        For seeds 1..20 the run passes with the reconfiguration.  In most it
+        was still running when the driver said finish, in some it began
+        only after.
+        """
+        case = parse_case(os.path.join(CASES, "trailing_checkpoint.txt"))
+        ended_after_finish, began_after_finish = [], []
+        for seed in range(1, 21):
+            with self.subTest(seed=seed):
+                run = simulate_case(case, seed)
+                self.assertEqual(run.summary["errors"], [])
+                self.assertTrue(run.summary["ok"])
+                self.assertEqual(run.summary["configurations"], 2)
+                self.assertEqual(
+                    [(f["configuration"], f["replica"], f["byzantine"])
+                     for f in run.summary["faults_fired"]],
+                    [(0, 1, True)],
+                )
+                [finish] = run.events_named("bcr.finish", "driver")
+                [wedge] = run.events_named("bcr.wedge", "olympus")
+                [reconfigured] = run.events_named("bcr.reconfigured", "olympus")
+                if reconfigured[0] > finish[0]:
+                    ended_after_finish.append(seed)
+                if wedge[0] > finish[0]:
+                    began_after_finish.append(seed)
+        self.assertGreater(len(ended_after_finish), 10, ended_after_finish)
+        self.assertTrue(began_after_finish)
+
+
 class SingleReplicaTests(SynchronousTestCase):
     """With t = 0 a single replica serves a whole run."""
 

@@ -198,7 +198,8 @@ class Case:
     def report_grace_s(self) -> float:
         """
         After a run's deadline, how long the driver still waits for
-        Olympus's report: three steps, enough for replicas to drain.
+        Olympus's report: three steps, enough for replicas to drain (a
+        failed run is retired at once, without quiescing).
         """
         return 3 * self.step_timeout_s
 

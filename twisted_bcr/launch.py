@@ -699,7 +699,7 @@ class _Run:
                     self._record_peak_memory()
                     if self.ready_result is not None:
                         await self._wait(self.ready_result, "the on_ready hook")
-                    reason, deadline_at = "every client has finished", None
+                    reason, deadline_at, done = "every client has finished", None, True
                 except _RunFailed as e:
                     if self.olympus_gone.fired:
                         raise
@@ -707,14 +707,14 @@ class _Run:
                     # more than t replicas seem faulty) and the final states.
                     self.errors.append(str(e))
                     self.log.error("{error}", error=str(e), event="bcr.run_failed")
-                    reason = "the run's deadline passed"
+                    reason, done = "the run's deadline passed", False
                     deadline_at = self.reactor.seconds() + self.case.report_grace_s
                 finally:
                     if killer is not None:
                         killer.cancel()
                 self.finishing = True
                 assert self.driver is not None
-                self.driver.finish(reason)
+                self.driver.finish(reason, workload_done=done)
                 report = await self._wait(
                     self.report.wait(), "Olympus's run report", deadline_at
                 )

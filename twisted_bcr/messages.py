@@ -468,10 +468,16 @@ class FinalState:
 
 @frozen
 class FinishRun:
-    """The driver asks Olympus to retire every live replica and report."""
+    """
+    The driver asks Olympus to retire every live replica and report.  When
+    the workload is done, Olympus first lets the work in flight finish
+    (L{Quiesce}), with any reconfiguration it asks for; a run that failed
+    or was ended early is retired at once.
+    """
 
     TAG: ClassVar[int] = 56
     reason: str
+    workload_done: bool = True
 
 
 @frozen
@@ -522,6 +528,31 @@ class Ready:
     TAG: ClassVar[int] = 60
     configuration: int
     index: int
+
+
+@frozen
+class Quiesce:
+    """
+    Olympus, winding up a run: finish the work in flight (result shuttles
+    on their way back, open checkpoints) and say so, but keep serving: what
+    that work reveals may still need a reconfiguration.
+    """
+
+    TAG: ClassVar[int] = 61
+    configuration: int
+
+
+@frozen
+class Quiescent:
+    """
+    A replica's answer to L{Quiesce}: nothing is in flight (C{drained}), or
+    its drain deadline passed with work still in flight.
+    """
+
+    TAG: ClassVar[int] = 62
+    configuration: int
+    index: int
+    drained: bool
 
 
 # ---------------------------------------------------------------------------
@@ -582,6 +613,8 @@ SEALED_MESSAGES: tuple[type, ...] = (
     RegistrationChallenge,
     RegistrationResponse,
     Ready,
+    Quiesce,
+    Quiescent,
 )
 
 #: The frames of the connection handshake.
@@ -653,6 +686,8 @@ _NAMES: dict[type, str] = {
     RegistrationChallenge: "registration_challenge",
     RegistrationResponse: "registration_response",
     Ready: "ready",
+    Quiesce: "quiesce",
+    Quiescent: "quiescent",
     Hello: "hello",
     HandshakeProof: "handshake_proof",
 }

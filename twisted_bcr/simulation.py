@@ -493,7 +493,7 @@ def simulate(
             )
             # Still ask Olympus for its account of the run (what it saw, the
             # final dictionaries it can get), bounded like every other wait.
-            cluster.driver.finish("the run's deadline passed")
+            cluster.driver.finish("the run's deadline passed", workload_done=False)
             cluster.network.run_until(
                 lambda: cluster.report is not None,
                 cluster.network.clock.seconds() + case.report_grace_s,

@@ -46,14 +46,17 @@ class Driver:
     def start(self) -> None:
         """Nothing happens until L{finish}."""
 
-    def finish(self, reason: str) -> None:
-        """Ask Olympus to retire every replica and report."""
+    def finish(self, reason: str, workload_done: bool = True) -> None:
+        """
+        Ask Olympus to retire every replica and report: once quiescent if
+        C{workload_done}, else at once (the run failed or was ended).
+        """
         self._log.info(
             "driver asks Olympus to finish the run: {reason}",
             reason=reason, event="bcr.finish", node="driver",
         )
         sealed = crypto.seal(
-            self._olympus_key, self._env.address, OLYMPUS, FinishRun(reason),
+            self._olympus_key, self._env.address, OLYMPUS, FinishRun(reason, workload_done),
             # Its first and only message: it has not heard Olympus's epoch.
             recipient=self._olympus.key, epoch=b"",
         )

@@ -68,6 +68,8 @@ from twisted_bcr.messages import (
     FinishRun,
     GetConfiguration,
     GetRunningState,
+    Quiesce,
+    Quiescent,
     Ready,
     ReconfigurationRequest,
     RegisterClient,
@@ -164,10 +166,21 @@ class _Reconfiguration:
 
 @define
 class _Finishing:
-    """A run being wound up: who asked, and the final states collected so far."""
+    """
+    A run being wound up (docs/DECISIONS.md "End of a run"): quiesced, then retired.
+
+    While quiescing, the replicas of configuration C{quiescing} finish the
+    work in flight and say so; a reconfiguration that work asks for runs to
+    its end first (C{quiescing} is None meanwhile), and then its new
+    configuration is quiesced.  Once C{retiring}, the final states of the
+    C{expected} replicas are collected for the report.
+    """
 
     driver: Peer
-    expected: int
+    quiescing: int | None = None
+    quiescent: set[int] = field(factory=set)
+    retiring: bool = False
+    expected: int = 0
     final_states: dict[int, FinalState] = field(factory=dict)
     errors: list[str] = field(factory=list)
     reported: bool = False
@@ -331,13 +344,7 @@ class Olympus:
             )
             self._announce()
         elif key == _FINISH_TIMER and self._finishing is not None:
-            # Not an error in itself: a crashed replica never answers.  The
-            # report names the silent ones; the verdict needs t+1 answers.
-            self._log.warn(
-                "olympus: no final state from replicas {missing} before the deadline",
-                missing=self._silent(), event="bcr.final_state_timeout", node=self.name,
-            )
-            self._report()
+            self._finish_step_expired(self._finishing)
 
     def max_message_from(self, key: bytes) -> int:
         name = self._name_of(key)
@@ -493,7 +500,7 @@ class Olympus:
             verify_key=info.verify_key.hex(), identity_key=identity_key.hex(),
             event="bcr.spare", node=self.name,
         )
-        if self._finishing is not None:
+        if self._finishing is not None and self._finishing.retiring:
             # Too late to serve: retire it like the spares that were idle.
             self._send_sealed(peer_of(info), Shutdown(-1))
             return
@@ -680,8 +687,8 @@ class Olympus:
                 self.reconfiguring.requested_by.append(signer)
             self._ignore_request(signer, "a reconfiguration is already running")
             return
-        if self._finishing is not None:
-            self._ignore_request(signer, "the run is finishing")
+        if self._finishing is not None and self._finishing.retiring:
+            self._ignore_request(signer, "the run's replicas are being retired")
             return
         # A configuration being replaced is not announced any more.
         self._env.cancel_timer(_ANNOUNCE_TIMER)
@@ -698,6 +705,11 @@ class Olympus:
         for replica in current.replicas:
             self._send_sealed(peer_of(replica), WedgeRequest(current.number), current.number)
         self._env.start_timer(_WEDGE_TIMER, self._case.step_timeout_s)
+        if self._finishing is not None:
+            # Work that trailed the workload revealed misbehaviour: the run
+            # ends after this reconfiguration, within its own allowance.
+            self._finishing.quiescing = None
+            self._env.start_timer(_FINISH_TIMER, self._reconfiguration_allowance_s())
 
     def _ignore_request(self, signer: str, why: str) -> None:
         self._log.info(
@@ -997,6 +1009,9 @@ class Olympus:
         self.reconfigurations.append(record)
         self.reconfiguring = None
         self._env.cancel_timer(_WEDGE_TIMER)
+        if self._finishing is not None:
+            # Its assignments went first on the same connections.
+            self._quiesce(self._finishing)
         self._log.info(
             "olympus finished reconfiguration {from_} -> {to} in {duration_s} s",
             from_=old.number, to=old.number + 1, duration_s=record["duration_s"],
@@ -1011,27 +1026,117 @@ class Olympus:
         if self._finishing is not None:
             self._reject(sender, "the run is already finishing")
             return
-        expected = len(self.configuration.replicas) if self.configuration else 0
-        self._finishing = _Finishing(driver=sender, expected=expected)
+        finishing = self._finishing = _Finishing(driver=sender)
         self._env.cancel_timer(_ANNOUNCE_TIMER)
-        if self.reconfiguring is not None:
-            state = self.reconfiguring
-            self.errors.append(
-                f"the run ended while configuration {state.number} was being "
-                f"reconfigured: "
-                + (
-                    state.hopeless
-                    or f"{len(state.wedged)} valid wedged messages, quorums tried: "
-                    f"{sorted(state.tried)}"
-                )
-            )
-            self._env.cancel_timer(_WEDGE_TIMER)
-            self._env.cancel_timer(_STEP_TIMER)
-            self.reconfiguring = None
         self._log.info(
-            "olympus finishing the run ({reason}): retiring {count} replicas",
-            reason=message.reason, count=expected,
+            "olympus winding up the run ({reason}){waiting}",
+            reason=clip(message.reason),
+            workload_done=message.workload_done,
+            waiting=(
+                f": waiting for the reconfiguration of configuration "
+                f"{self.reconfiguring.number} to end"
+                if self.reconfiguring is not None and message.workload_done else ""
+            ),
             event="bcr.finish", node=self.name,
+        )
+        if self.configuration is None:
+            self._retire_all(finishing)
+        elif not message.workload_done:
+            # The run failed or was ended: what is in flight no longer matters.
+            self._abandon_reconfiguration()
+            self._retire_all(finishing)
+        elif self.reconfiguring is not None:
+            self._env.start_timer(_FINISH_TIMER, self._reconfiguration_allowance_s())
+        else:
+            self._quiesce(finishing)
+
+    def _reconfiguration_allowance_s(self) -> float:
+        """
+        How long a run's end waits for a reconfiguration: the wedge step and
+        t+1 quorum attempts of two steps each (catch-up, running state).
+        """
+        return (2 * self._case.t + 3) * self._case.step_timeout_s
+
+    def _quiesce(self, finishing: _Finishing) -> None:
+        """Ask the current configuration to finish its work in flight."""
+        assert self.configuration is not None
+        number = self.configuration.number
+        finishing.quiescing = number
+        finishing.quiescent = set()
+        # The clients are done: a configuration installed now is not announced.
+        self._env.cancel_timer(_ANNOUNCE_TIMER)
+        for replica in self.configuration.replicas:
+            self._send_sealed(peer_of(replica), Quiesce(number), number)
+        # A replica drains for at most one step timeout, then answers.
+        self._env.start_timer(_FINISH_TIMER, 2 * self._case.step_timeout_s)
+
+    def _on_quiescent(self, sender: Peer, signer: str, message: Quiescent) -> None:
+        finishing = self._finishing
+        if finishing is None or finishing.quiescing != message.configuration:
+            # Late (a reconfiguration began, or the deadline passed): harmless.
+            return
+        finishing.quiescent.add(message.index)
+        if not message.drained:
+            self._log.warn(
+                "olympus: {replica} is quiescent with work still in flight",
+                replica=signer, event="bcr.quiescent", drained=False, node=self.name,
+            )
+        assert self.configuration is not None
+        if len(finishing.quiescent) == len(self.configuration.replicas):
+            self._retire_all(finishing)
+
+    def _finish_step_expired(self, finishing: _Finishing) -> None:
+        if finishing.retiring:
+            # Not an error in itself: a crashed replica never answers.  The
+            # report names the silent ones; the verdict needs t+1 answers.
+            self._log.warn(
+                "olympus: no final state from replicas {missing} before the deadline",
+                missing=self._silent(), event="bcr.final_state_timeout", node=self.name,
+            )
+            self._report()
+            return
+        if self.reconfiguring is not None:
+            self._abandon_reconfiguration()
+        else:
+            # Crashed or stalled replicas never answer; retiring them is
+            # all that is left to do.
+            assert self.configuration is not None
+            silent = [
+                i for i in range(len(self.configuration.replicas))
+                if i not in finishing.quiescent
+            ]
+            self._log.warn(
+                "olympus: replicas {silent} did not say they are quiescent in time",
+                silent=silent, event="bcr.quiesce_timeout", node=self.name,
+            )
+        self._retire_all(finishing)
+
+    def _abandon_reconfiguration(self) -> None:
+        """Give up the reconfiguration in flight, if any: the run reports it as an error."""
+        state = self.reconfiguring
+        if state is None:
+            return
+        self.errors.append(
+            f"the run ended while configuration {state.number} was being reconfigured: "
+            + (
+                state.hopeless
+                or f"{len(state.wedged)} valid wedged messages, quorums tried: "
+                f"{sorted(state.tried)}"
+            )
+        )
+        self._env.cancel_timer(_WEDGE_TIMER)
+        self._env.cancel_timer(_STEP_TIMER)
+        self.reconfiguring = None
+
+    def _retire_all(self, finishing: _Finishing) -> None:
+        """Retire the current configuration and every spare, then collect final states."""
+        finishing.retiring = True
+        finishing.quiescing = None
+        self._env.cancel_timer(_FINISH_TIMER)
+        finishing.expected = len(self.configuration.replicas) if self.configuration else 0
+        self._log.info(
+            "olympus finishing the run: retiring {count} replicas",
+            count=finishing.expected, event="bcr.retire_all", node=self.name,
         )
         if self.configuration is not None:
             number = self.configuration.number
@@ -1039,7 +1144,7 @@ class Olympus:
                 self._send_sealed(peer_of(replica), Shutdown(number), number)
         for spare in self.spares:
             self._send_sealed(peer_of(spare), Shutdown(-1))
-        if expected == 0:
+        if finishing.expected == 0:
             self._report()
             return
         # Replicas may take one step timeout to drain before reporting.
@@ -1059,7 +1164,7 @@ class Olympus:
                 last_slot=message.last_slot, event="bcr.retired", node=self.name,
             )
             return
-        if finishing is None or finishing.reported:
+        if finishing is None or not finishing.retiring or finishing.reported:
             self._reject(sender, "final state outside the end of a run")
             return
         if self.configuration is None or signer != replica_name(
@@ -1129,6 +1234,8 @@ class Olympus:
                        _on_caught_up),
         RunningState: Rule("the replica at that position", _replica_at_its_position,
                            ALWAYS, _on_running_state),
+        Quiescent: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
+                        _on_quiescent),
         FinalState: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
                          _on_final_state),
         FinishRun: Rule("Olympus's own key", _olympus_itself, ALWAYS, _on_finish_run),

@@ -67,6 +67,8 @@ from twisted_bcr.messages import (
     GetRunningState,
     HistoryEntry,
     OrderStatement,
+    Quiesce,
+    Quiescent,
     Ready,
     ReconfigurationRequest,
     RegisterReplica,
@@ -211,6 +213,8 @@ class Replica:
         self._recovered: dict[int, tuple[int, Sealed]] = {}
         #: Olympus has asked us to retire; we do once the chain has drained.
         self._retiring = False
+        #: Olympus asked for a Quiescent once nothing is in flight.
+        self._quiescing = False
         self._registration_interval_s = REGISTRATION_INTERVAL_FIRST_S
 
     # ------------------------------------------------------------------
@@ -259,6 +263,8 @@ class Replica:
             )
             return
         rule.handler(self, sender, message)
+        if self._quiescing and (self._drained() or self.mode is Mode.IMMUTABLE):
+            self._quiescent()
         if self._retiring and self._drained():
             self._retire()
 
@@ -286,13 +292,17 @@ class Replica:
 
     def _drain_deadline(self, kind: str, request_id: str) -> None:
         self._log.warn(
-            "{name} retires with work in flight: results pending for slots "
+            "{name} {doing} with work in flight: results pending for slots "
             "{slots}, checkpoints pending for slots {checkpoints}",
-            name=self.name, slots=sorted(self._my_result_hashes),
+            name=self.name, doing="retires" if self._retiring else "reports quiescent",
+            slots=sorted(self._my_result_hashes),
             checkpoints=sorted(self._checkpoint_hashes),
             event="bcr.drain_timeout", node=self.name,
         )
-        self._retire()
+        if self._quiescing:
+            self._quiescent()
+        if self._retiring:
+            self._retire()
 
     def _result_shuttle_overdue(self, kind: str, request_id: str) -> None:
         """A retransmitted request's result shuttle did not come (§6.2 cases 3, 5)."""
@@ -649,6 +659,34 @@ class Replica:
         running = RunningState(self.configuration.number, self.index, dict(self.state))
         self._send(self._olympus, self._seal(running), "running_state",
                    keys=len(self.state))
+
+    def _on_quiesce(self, sender: Peer, quiesce: Quiesce) -> None:
+        if not self._from_current_olympus(sender, "quiesce", quiesce.configuration):
+            return
+        assert self.configuration is not None
+        if self._drained() or self.mode is Mode.IMMUTABLE:
+            # Wedged: whatever is still in flight is the reconfiguration's.
+            self._quiescent()
+            return
+        self._quiescing = True
+        self._log.info(
+            "{name} quiescing: waiting for results for slots {slots} and checkpoints "
+            "for slots {checkpoints}",
+            name=self.name, slots=sorted(self._my_result_hashes),
+            checkpoints=sorted(self._checkpoint_hashes),
+            event="bcr.quiescing", node=self.name,
+        )
+        self._env.start_timer(_DRAIN_TIMER, drain_deadline_s(self.configuration))
+
+    def _quiescent(self) -> None:
+        """Tell Olympus that this replica's work in flight is done (or overdue)."""
+        assert self.configuration is not None
+        self._quiescing = False
+        if not self._retiring:
+            self._env.cancel_timer(_DRAIN_TIMER)
+        quiescent = Quiescent(self.configuration.number, self.index, self._drained())
+        self._send(self._olympus, self._seal(quiescent), "quiescent",
+                   drained=quiescent.drained)
 
     def _on_shutdown(self, sender: Peer, shutdown: Shutdown) -> None:
         if self.configuration is None:
@@ -1323,6 +1361,7 @@ class Replica:
             "Olympus", _from_olympus, frozenset({Mode.PENDING}), _on_challenge
         ),
         Assignment: Rule("Olympus", _from_olympus, frozenset({Mode.PENDING}), _on_assignment),
+        Quiesce: Rule("Olympus", _from_olympus, _SET_UP, _on_quiesce),
         Shutdown: Rule("Olympus", _from_olympus, _ALL_MODES, _on_shutdown),
         WedgeRequest: Rule("Olympus", _from_olympus, _ALL_MODES, _on_wedge_request),
         CatchUp: Rule("Olympus", _from_olympus, _ALL_MODES, _on_catch_up),
