@@ -141,6 +141,13 @@ class ReplicaTestCase(SynchronousTestCase):
             self.assertIn(part, reason)
         return reason
 
+    def owed_a_result_shuttle(self):
+        """Replica 1, which executed L{PUT} and still awaits its result shuttle; nothing sent since."""
+        replica, env = self.replica(1)
+        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
+        env.take()
+        return replica, env
+
     def cases(self, env: FakeEnvironment) -> list[tuple[str, str]]:
         """The retransmission cases logged so far, as (request id, case)."""
         return [(e["request_id"], e["case"]) for e in env.events_named("bcr.retransmission")]
@@ -1450,9 +1457,7 @@ class AuthorisationTests(ReplicaTestCase):
         Olympus's genuine control messages, delivered by a stranger, do
         nothing: no wedge, no catch-up, no running state, no shutdown.
         """
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         for message in (WedgeRequest(0), Shutdown(0)):
             replica.receive(STRANGER, to_spare(message))
             self.assertDropped(replica, env, "not Olympus")
@@ -1465,9 +1470,7 @@ class AuthorisationTests(ReplicaTestCase):
 
     def test_outsider_messages_cause_nothing(self) -> None:
         """Every data-plane message from a stranger is dropped, whatever it says, with no reconfiguration request."""
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         state, history = dict(replica.state), dict(replica.history)
         messages = [
             make_shuttle(CONFIG, 1, sign_request(0, 1, "put", "k", "w"), "OK", 1),
@@ -1545,9 +1548,7 @@ class QuiesceTests(ReplicaTestCase):
 
     def test_waits_for_work_in_flight_and_keeps_serving(self) -> None:
         """A replica owed a result shuttle answers once it has arrived and been passed on."""
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
         self.assertEqual(env.take(), [])
         self.assertEqual(len(env.events_named("bcr.quiescing")), 1)
@@ -1559,9 +1560,7 @@ class QuiesceTests(ReplicaTestCase):
 
     def test_deadline(self) -> None:
         """A result shuttle that never comes: after one step timeout the answer says so."""
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
         env.clock.advance(CONFIG.head_timeout_ms / 1000 - 0.001)
         self.assertEqual(env.take(), [])
@@ -1573,9 +1572,7 @@ class QuiesceTests(ReplicaTestCase):
 
     def test_wedged_while_quiescing(self) -> None:
         """A replica wedged while it waits answers at once: what is in flight is the reconfiguration's."""
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         replica.receive(OLYMPUS_ADDRESS, to_spare(Quiesce(0)))
         replica.receive(OLYMPUS_ADDRESS, to_spare(WedgeRequest(0)))
         quiescent = [self.quiescent(s) for s in env.take() if s.to == OLYMPUS_ADDRESS
@@ -1611,9 +1608,7 @@ class ShutdownTests(ReplicaTestCase):
 
     def test_shutdown_drains_first(self) -> None:
         """A replica still owed a result shuttle retires only once it has arrived and been passed on."""
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0)))
         self.assertEqual((env.take(), env.exits), ([], []))
         self.assertEqual(len(env.events_named("bcr.draining")), 1)
@@ -1625,9 +1620,7 @@ class ShutdownTests(ReplicaTestCase):
 
     def test_shutdown_drain_deadline(self) -> None:
         """A replica whose result shuttle never comes retires after one step timeout anyway."""
-        replica, env = self.replica(1)
-        replica.receive(replica_address(0), make_shuttle(CONFIG, 0, PUT, "OK", 1))
-        env.take()
+        replica, env = self.owed_a_result_shuttle()
         replica.receive(OLYMPUS_ADDRESS, to_spare(Shutdown(0)))
         env.clock.advance(CONFIG.head_timeout_ms / 1000 - 0.001)
         self.assertEqual(env.exits, [])

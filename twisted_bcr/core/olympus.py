@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Container
 from typing import Any
 
 from attrs import define, evolve, field
@@ -184,6 +185,11 @@ class _Finishing:
     final_states: dict[int, FinalState] = field(factory=dict)
     errors: list[str] = field(factory=list)
     reported: bool = False
+
+
+def _missing(count: int, answered: Container[int]) -> list[int]:
+    """The positions 0 .. C{count}-1 that are not in C{answered}."""
+    return [i for i in range(count) if i not in answered]
 
 
 # Who may send what: predicates over (olympus, sender, sealed message).
@@ -1101,13 +1107,10 @@ class Olympus:
             # Crashed or stalled replicas never answer; retiring them is
             # all that is left to do.
             assert self.configuration is not None
-            silent = [
-                i for i in range(len(self.configuration.replicas))
-                if i not in finishing.quiescent
-            ]
             self._log.warn(
                 "olympus: replicas {silent} did not say they are quiescent in time",
-                silent=silent, event="bcr.quiesce_timeout", node=self.name,
+                silent=_missing(len(self.configuration.replicas), finishing.quiescent),
+                event="bcr.quiesce_timeout", node=self.name,
             )
         self._retire_all(finishing)
 
@@ -1190,9 +1193,7 @@ class Olympus:
     def _silent(self) -> list[int]:
         """The replicas of the last configuration whose final state is missing."""
         assert self._finishing is not None
-        return [
-            i for i in range(self._finishing.expected) if i not in self._finishing.final_states
-        ]
+        return _missing(self._finishing.expected, self._finishing.final_states)
 
     def _report(self) -> None:
         finishing = self._finishing

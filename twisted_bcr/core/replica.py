@@ -669,14 +669,7 @@ class Replica:
             self._quiescent()
             return
         self._quiescing = True
-        self._log.info(
-            "{name} quiescing: waiting for results for slots {slots} and checkpoints "
-            "for slots {checkpoints}",
-            name=self.name, slots=sorted(self._my_result_hashes),
-            checkpoints=sorted(self._checkpoint_hashes),
-            event="bcr.quiescing", node=self.name,
-        )
-        self._env.start_timer(_DRAIN_TIMER, drain_deadline_s(self.configuration))
+        self._drain_before("reports quiescent", "bcr.quiescing")
 
     def _quiescent(self) -> None:
         """Tell Olympus that this replica's work in flight is done (or overdue)."""
@@ -711,16 +704,21 @@ class Replica:
             # A wedged replica has nothing left in flight that matters.
             self._retire()
             return
-        # Let the work already in the chain finish first: result shuttles on
-        # their way back and checkpoints not yet completed (a run's last
-        # checkpoint is started only when the last result is back at the
-        # head).  The deadline keeps a broken chain from holding us forever.
+        self._drain_before("retiring", "bcr.draining")
+
+    def _drain_before(self, doing: str, event: str) -> None:
+        """
+        Let the work already in the chain finish first: result shuttles on
+        their way back and checkpoints not yet completed (a run's last
+        checkpoint is started only when the last result is back at the
+        head).  The deadline keeps a broken chain from holding us forever.
+        """
+        assert self.configuration is not None
         self._log.info(
-            "{name} retiring once results for slots {slots} and checkpoints for "
+            "{name} {doing} once results for slots {slots} and checkpoints for "
             "slots {checkpoints} are done",
-            name=self.name, slots=sorted(self._my_result_hashes),
-            checkpoints=sorted(self._checkpoint_hashes),
-            event="bcr.draining", node=self.name,
+            name=self.name, doing=doing, slots=sorted(self._my_result_hashes),
+            checkpoints=sorted(self._checkpoint_hashes), event=event, node=self.name,
         )
         self._env.start_timer(_DRAIN_TIMER, drain_deadline_s(self.configuration))
 
