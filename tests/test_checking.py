@@ -14,7 +14,7 @@ from twisted_bcr import crypto
 from twisted_bcr.checking import build_summary, percentile, replay_alone
 from twisted_bcr.config import parse_case_text
 from twisted_bcr.core.client import ClientOutcome
-from twisted_bcr.messages import FinalState, RunReport
+from twisted_bcr.messages import FaultFired, FinalState, RunReport
 
 CASE = parse_case_text(
     """
@@ -50,11 +50,14 @@ def outcome(
 
 
 def report(
-    *states: dict[str, str], errors: Sequence[str] = (), silent: Sequence[int] = ()
+    *states: dict[str, str],
+    errors: Sequence[str] = (),
+    silent: Sequence[int] = (),
+    fired: Sequence[FaultFired] = (),
 ) -> RunReport:
     """
     Olympus's report for configuration 0 with one final state per replica,
-    the replicas in C{silent} left out.
+    the replicas in C{silent} left out, and the faults C{fired}.
     """
     return RunReport(
         configuration=0,
@@ -64,6 +67,7 @@ def report(
         reconfigurations_json="[]",
         errors=tuple(errors),
         silent=tuple(silent),
+        faults_fired=tuple(fired),
     )
 
 
@@ -284,6 +288,10 @@ class PercentileTests(SynchronousTestCase):
         self.assertEqual(percentile([], 0.5), 0.0)
 
 
+#: A Byzantine failure fired at replica 0.1.
+EXTRA_OP_AT_1 = FaultFired(0, 1, "shuttle(0,1)", "extra_op()", True)
+
+
 class FaultyReplicaTests(SynchronousTestCase):
     """Replicas that had failures fired are not held to agreement (SPEC §12.2)."""
 
@@ -291,9 +299,7 @@ class FaultyReplicaTests(SynchronousTestCase):
         """A replica with a fired fault may differ; the others must agree."""
         summary = build_summary(
             CASE, "simulation", good_outcomes(),
-            report(FINAL, {**FINAL, "a": "a"}, FINAL), 2.0, [],
-            faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
-                           "failure": "extra_op()"}],
+            report(FINAL, {**FINAL, "a": "a"}, FINAL, fired=[EXTRA_OP_AT_1]), 2.0, [],
         )
         self.assertEqual(summary["errors"], [])
         self.assertTrue(summary["replicas_agree"])
@@ -305,9 +311,11 @@ class FaultyReplicaTests(SynchronousTestCase):
             with self.subTest(failure=failure):
                 summary = build_summary(
                     CASE, "simulation", good_outcomes(),
-                    report(FINAL, {**FINAL, "a": "a"}, FINAL), 2.0, [],
-                    faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
-                                   "failure": failure, "byzantine": False}],
+                    report(
+                        FINAL, {**FINAL, "a": "a"}, FINAL,
+                        fired=[FaultFired(0, 1, "shuttle(0,1)", failure, False)],
+                    ),
+                    2.0, [],
                 )
                 self.assertFalse(summary["replicas_agree"])
                 self.assertIn(
@@ -319,9 +327,7 @@ class FaultyReplicaTests(SynchronousTestCase):
         """The summary has each replica's final-state hash, the diverging ones and the Byzantine ones."""
         summary = build_summary(
             CASE, "simulation", good_outcomes(),
-            report(FINAL, {**FINAL, "a": "a"}, FINAL), 2.0, [],
-            faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
-                           "failure": "extra_op()", "byzantine": True}],
+            report(FINAL, {**FINAL, "a": "a"}, FINAL, fired=[EXTRA_OP_AT_1]), 2.0, [],
         )
         good, bad = crypto.state_hash(FINAL).hex(), crypto.state_hash({**FINAL, "a": "a"}).hex()
         self.assertEqual(summary["final_state_hashes"], {"0": good, "1": bad, "2": good})
@@ -333,9 +339,7 @@ class FaultyReplicaTests(SynchronousTestCase):
         """A replica without fired faults that differs still fails the run."""
         summary = build_summary(
             CASE, "simulation", good_outcomes(),
-            report(FINAL, FINAL, {**FINAL, "a": "a"}), 2.0, [],
-            faults_fired=[{"configuration": 0, "replica": 1, "trigger": "shuttle(0,1)",
-                           "failure": "extra_op()"}],
+            report(FINAL, FINAL, {**FINAL, "a": "a"}, fired=[EXTRA_OP_AT_1]), 2.0, [],
         )
         self.assertFalse(summary["ok"])
         self.assertIn("replicas [2] of configuration 0 disagree with replica 0", summary["errors"])

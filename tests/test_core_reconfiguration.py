@@ -1252,14 +1252,14 @@ class OlympusNewConfigurationTests(OlympusReconfigurationTestCase):
         self.assertEqual(kinds, ["ConfigurationReply"] * 2)
 
     def test_record(self) -> None:
-        """The summary record names both configurations, the requester, reason, quorum and LH."""
+        """The summary record names both configurations, the requester, reason, quorum, LH, and when the request came."""
         self.assertEqual(
             self.olympus.reconfigurations,
             [
                 {
                     "from": 0, "to": 1, "requested_by": ["replica 0.1"], "reason": "test",
                     "quorum": [0, 1], "lh_length": 4, "checkpoint_slot": -1,
-                    "first_slot": 4, "quorums_tried": 1, "duration_s": 1.5,
+                    "first_slot": 4, "quorums_tried": 1, "started_at": 0.0, "duration_s": 1.5,
                 }
             ],
         )

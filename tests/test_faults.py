@@ -49,6 +49,7 @@ from twisted_bcr.faults import NO_FAULTS, FaultPlan, PluginError, Registry, load
 from twisted_bcr.interfaces import IFailure, IMisbehave, ITrigger
 from twisted_bcr.messages import (
     ClientRequest,
+    FaultFired,
     HistoryEntry,
     Operation,
     OrderStatement,
@@ -780,7 +781,10 @@ class ReplicaMisbehaviourTests(SynchronousTestCase):
         replica, env = faulty_replica(1, "shuttle(0,0), crash()")
         replica.receive(replica_address(0), make_shuttle(T1, 0, REQUEST, "fail", 1))
         self.assertEqual([status for status, _ in env.exits], [CRASH_STATUS])
-        self.assertEqual(env.sent, [])
+        # Nothing but the report of the fault to Olympus, sent before it acts.
+        [report] = env.sent
+        self.assertEqual(report.to, OLYMPUS_ADDRESS)
+        self.assertEqual(report.inner, FaultFired(0, 1, "shuttle(0,0)", "crash()", False))
         self.assertEqual(replica.last_executed, -1)
 
     def test_sleep_before_processing(self) -> None:
@@ -788,7 +792,8 @@ class ReplicaMisbehaviourTests(SynchronousTestCase):
         replica, env = faulty_replica(1, "shuttle(0,0), sleep(250)")
         env.actions.clear()
         replica.receive(replica_address(0), make_shuttle(T1, 0, REQUEST, "fail", 1))
-        self.assertEqual([kind for kind, _ in env.actions], ["stall", "send"])
+        # The report of the fault to Olympus, then the stall, then the shuttle.
+        self.assertEqual([kind for kind, _ in env.actions], ["send", "stall", "send"])
         self.assertEqual(env.stalls, [0.25])
 
     def test_extra_op(self) -> None:

@@ -29,14 +29,11 @@ from twisted_bcr.config import parse_case
 from twisted_bcr.faults import load_registry
 from twisted_bcr.launch import (
     ReadyInfo,
-    _child_environment,
-    _peak_memory_kib,
     _write_case_file,
     case_file_text,
     case_stem,
     run_case,
     run_case_blocking,
-    twistd_command,
 )
 from twisted_bcr.messages import (
     ClientRequest,
@@ -48,6 +45,7 @@ from twisted_bcr.messages import (
 )
 from twisted_bcr.net.handshake import Handshake
 from twisted_bcr.net.node import parse_address
+from twisted_bcr.supervise import child_environment, peak_memory_kib, twistd_command
 
 CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "cases")
 FAILURE_FREE = os.path.join(CASES, "failure_free.txt")
@@ -337,7 +335,7 @@ class RunCaseTests(TestCase):
 
         async def attack(info: ReadyInfo) -> None:
             olympus_key = crypto.read_verify_key(os.path.join(info.log_dir, "olympus.key.pub"))
-            seen["olympus_kib_before"] = _peak_memory_kib(info.olympus_pid)
+            seen["olympus_kib_before"] = peak_memory_kib(info.olympus_pid)
             # A would-be client 0 and 50 would-be spares, each with its own key.
             key = crypto.KeyPair.generate()
             client = crypto.seal(
@@ -364,7 +362,7 @@ class RunCaseTests(TestCase):
                     info.olympus, struct.pack(">I", 4 * 1024 * 1024 - 1) + b"x" * 65536,
                     handshake=False,
                 )
-            seen["olympus_kib_after"] = _peak_memory_kib(info.olympus_pid)
+            seen["olympus_kib_after"] = peak_memory_kib(info.olympus_pid)
             seen["olympus_log"] = os.path.join(info.log_dir, "failure_free-olympus.json")
 
         summary = await run_case(
@@ -420,7 +418,7 @@ class DaemonCommandLineTests(TestCase):
         directory = self.mktemp()
         os.makedirs(directory)
         d = getProcessOutputAndValue(
-            command[0], command[1:] + list(arguments), env=_child_environment(),
+            command[0], command[1:] + list(arguments), env=child_environment(),
             path=directory,
         )
         out, err, status = await d.addTimeout(WAIT_S, reactor)

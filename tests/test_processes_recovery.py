@@ -26,11 +26,10 @@ from twisted_bcr.checking import replay_alone
 from twisted_bcr.config import parse_case
 from twisted_bcr.launch import (
     ReadyInfo,
-    _child_environment,
     run_case,
     run_case_blocking,
-    twistd_command,
 )
+from twisted_bcr.supervise import child_environment, twistd_command
 
 #: t = 1, two clients on disjoint keys (so each one's results are fixed),
 #: short timeouts so that a failure is detected quickly.
@@ -179,7 +178,7 @@ class RegisteredPoolTests(TestCase):
         daemon = _Daemon()
         transport = reactor.spawnProcess(
             daemon, twistd_command()[0], [*twistd_command(), "-n", "--pidfile=", *arguments],
-            env=_child_environment(), path=self.directory,
+            env=child_environment(), path=self.directory,
         )
 
         def stop() -> Deferred[int | None]:

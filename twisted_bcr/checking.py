@@ -121,9 +121,12 @@ def build_summary(
     report: RunReport | None,
     elapsed_s: float,
     errors: Sequence[str],
-    faults_fired: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The summary JSON of DESIGN §4 for one finished (or abandoned) run."""
+    """
+    The summary JSON of DESIGN §4 for one finished (or abandoned) run, from
+    what the clients recorded and Olympus's run report: nothing here comes
+    from a log.
+    """
     errors = list(errors)
     outcomes = sorted(outcomes, key=lambda o: o.index)
     clients = []
@@ -169,10 +172,18 @@ def build_summary(
     silent: list[int] = []
     reconfigurations: list[Any] = []
     configurations = 0
+    faults_fired: list[dict[str, Any]] = []
     if report is None:
         errors.append("no run report from Olympus")
     else:
         errors.extend(f"olympus: {e}" for e in report.errors)
+        faults_fired = [
+            {
+                "configuration": f.configuration, "replica": f.index, "trigger": f.trigger,
+                "failure": f.failure, "byzantine": f.byzantine,
+            }
+            for f in report.faults_fired
+        ]
         reconfigurations = json.loads(report.reconfigurations_json)
         configurations = report.configuration + 1
         # SPEC §12.2 asks the live, non-faulty replicas to agree.  Faulty
@@ -180,8 +191,8 @@ def build_summary(
         # sent (extra_op() makes one differ).  A replica that only crashed,
         # slept or dropped a message must still agree.
         byzantine = {
-            f["replica"] for f in faults_fired
-            if f.get("configuration") == report.configuration and f.get("byzantine", True)
+            f.index for f in report.faults_fired
+            if f.configuration == report.configuration and f.byzantine
         }
         state_hashes = {
             str(f.index): crypto.state_hash(dict(f.state)).hex() for f in report.final_states
@@ -236,7 +247,7 @@ def build_summary(
         },
         "configurations": configurations,
         "reconfigurations": reconfigurations,
-        "faults_fired": list(faults_fired),
+        "faults_fired": faults_fired,
         "clients": clients,
         "final_state": final_state,
         "replicas_agree": replicas_agree,

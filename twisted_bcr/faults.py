@@ -35,6 +35,7 @@ from twisted_bcr.config import (
     parse_failures,
 )
 from twisted_bcr.interfaces import IFailure, IMisbehave, ITrigger
+from twisted_bcr.messages import FaultFired
 
 
 class FaultHooks(Protocol):
@@ -238,7 +239,12 @@ class FaultPlan:
         registry: Registry,
         misbehave: IMisbehave,
         log: Any,
+        on_fired: Callable[[FaultFired], None] = lambda fired: None,
     ) -> None:
+        """
+        @param on_fired: Told of every pair that fires, before it acts: the
+            replica reports it to Olympus for the run report.
+        """
         self._pairs = [
             _Pair(
                 registry.triggers[p.trigger], p.trigger_args,
@@ -248,6 +254,7 @@ class FaultPlan:
         ]
         self._misbehave = misbehave
         self._log = log
+        self._on_fired = on_fired
         self._counters: dict[tuple[str, int | None], int] = {}
         #: failure name -> (point, tamper, pair text); arming again replaces.
         self._armed: dict[str, tuple[str, Callable[[Any, IMisbehave], Any], str]] = {}
@@ -256,7 +263,12 @@ class FaultPlan:
 
     @classmethod
     def from_text(
-        cls, text: str, registry: Registry, misbehave: IMisbehave, log: Any
+        cls,
+        text: str,
+        registry: Registry,
+        misbehave: IMisbehave,
+        log: Any,
+        on_fired: Callable[[FaultFired], None] = lambda fired: None,
     ) -> FaultPlan:
         """The plan for a failures[c,r] value, as Olympus hands it over."""
         where = f"failures[{misbehave.configuration},{misbehave.index}]"
@@ -264,7 +276,7 @@ class FaultPlan:
             pairs = registry.parse_failures(text, where)
         except CaseError as e:
             raise PluginError(str(e)) from None
-        return cls(pairs, registry, misbehave, log)
+        return cls(pairs, registry, misbehave, log, on_fired)
 
     def received(self, kind: str, client: int | None) -> bool:
         key = (kind, client)
@@ -278,14 +290,18 @@ class FaultPlan:
         if not fired:
             return True
         for pair in fired:
+            record = FaultFired(
+                self._misbehave.configuration, self._misbehave.index,
+                _trigger_text(pair), _failure_text(pair), is_byzantine(pair.failure),
+            )
             self._log.warn(
                 "{name} fault fired: {pair}", name=self._misbehave.name, pair=pair.text,
-                configuration=self._misbehave.configuration, replica=self._misbehave.index,
-                trigger=_trigger_text(pair),
-                failure=_failure_text(pair), byzantine=is_byzantine(pair.failure),
+                configuration=record.configuration, replica=record.index,
+                trigger=record.trigger, failure=record.failure, byzantine=record.byzantine,
                 event="bcr.fault_fired",
                 node=self._misbehave.name,
             )
+            self._on_fired(record)
         self.dropped = False
         for pair in sorted(fired, key=lambda p: p.failure.stage):
             self._firing = pair

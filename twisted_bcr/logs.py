@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, formatEvent
+from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
 from twisted_bcr.files import open_private_append
@@ -121,6 +121,34 @@ def event_as_text(event: dict[str, Any], format_time: Callable[[float], str]) ->
 
 
 @implementer(ILogObserver)
+class FailureTally:
+    """
+    Counts the failures (logged tracebacks) and critical events one process
+    logs, and keeps the last one's first line.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        failure = event.get("log_failure")
+        if failure is None and event.get("log_level") != LogLevel.critical:
+            return
+        self.count += 1
+        self.last = (
+            f"{failure.type.__name__}: {failure.getErrorMessage()}"
+            if failure is not None else _format_message(event)
+        )[:200]
+
+
+#: Every L{LogFiles} of this process counts here: the daemons' entry point
+#: (L{twisted_bcr.net.twistd}) exits with a status that says whether any
+#: failure was logged, so their supervisor never reads a log to know.
+PROCESS_FAILURES = FailureTally()
+
+
+@implementer(ILogObserver)
 class LogFiles:
     """
     The JSON and text log files of one process or node, as one observer.
@@ -155,6 +183,7 @@ class LogFiles:
     def __call__(self, event: dict[str, Any]) -> None:
         if self.closed:
             return
+        PROCESS_FAILURES(event)
         self._json.write(_RECORD_SEPARATOR + event_as_json(event) + "\n")
         self._text.write(event_as_text(event, self._format_time))
         if self._on_write is not None:

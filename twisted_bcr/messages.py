@@ -481,6 +481,37 @@ class FinishRun:
 
 
 @frozen
+class Placement:
+    """
+    In a L{RunReport}: the spare (its address and admitted identity key)
+    Olympus placed at position C{index} of configuration C{configuration}.
+    """
+
+    TAG: ClassVar[int] = 14
+    configuration: int
+    index: int
+    address: str
+    identity_key: bytes
+
+
+@frozen
+class FaultFired:
+    """
+    A replica tells Olympus that one pair of its C{failures[c,r]} line
+    fired (SPEC §11), before the failure acts, so the run report can say
+    which faults were injected.  C{byzantine}: the failure changes state or
+    what the replica sends (it is left out of the agreement check).
+    """
+
+    TAG: ClassVar[int] = 63
+    configuration: int
+    index: int
+    trigger: str
+    failure: str
+    byzantine: bool
+
+
+@frozen
 class RunReport:
     """
     Olympus's account of a run for the driver: final states and history.
@@ -495,6 +526,10 @@ class RunReport:
     reconfigurations_json: str
     errors: tuple[str, ...]
     silent: tuple[int, ...]
+    #: Which registered spare took each place of each configuration.
+    placements: tuple[Placement, ...] = ()
+    #: Every fault a replica reported firing (L{FaultFired}), by place.
+    faults_fired: tuple[FaultFired, ...] = ()
 
 
 @frozen
@@ -615,6 +650,7 @@ SEALED_MESSAGES: tuple[type, ...] = (
     Ready,
     Quiesce,
     Quiescent,
+    FaultFired,
 )
 
 #: The frames of the connection handshake.
@@ -645,6 +681,7 @@ ALL_TYPES: tuple[type, ...] = (
         Configuration,
         ClientResult,
         RegistrationBinding,
+        Placement,
     )
     + WIRE_MESSAGES
     + SEALED_MESSAGES
@@ -688,6 +725,7 @@ _NAMES: dict[type, str] = {
     Ready: "ready",
     Quiesce: "quiesce",
     Quiescent: "quiescent",
+    FaultFired: "fault_fired",
     Hello: "hello",
     HandshakeProof: "handshake_proof",
 }

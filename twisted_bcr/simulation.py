@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from attrs import define, field
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.logger import (
@@ -33,11 +34,11 @@ from twisted.logger import (
     Logger,
     LogPublisher,
 )
-from zope.interface import implementer, provider
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_bcr import codec, crypto, faults
 from twisted_bcr.admission import AdmittedKeys
-from twisted_bcr.checking import build_summary
 from twisted_bcr.config import Case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
@@ -45,12 +46,16 @@ from twisted_bcr.core.olympus import Olympus
 from twisted_bcr.core.replica import Replica, fault_plan_factory
 from twisted_bcr.files import make_private_directory
 from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.lifecycle import OneShot, RunFailed, RunSpec, result_now, run_lifecycle
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
 from twisted_bcr.peers import Peer
 
 #: One-way message latency range of the simulated network, in seconds.
 DEFAULT_LATENCY_S = (0.0001, 0.0005)
+
+
+_T = TypeVar("_T")
 
 
 def seeded_key(seed: int, name: str) -> crypto.KeyPair:
@@ -293,8 +298,8 @@ class SimulatedCluster:
     outcomes: dict[int, ClientOutcome] = field(factory=dict)
     report: RunReport | None = None
     all_done_at: float | None = None
-    #: Every trigger/failure pair that fired, in order (the summary's faults_fired).
-    faults_fired: list[dict[str, Any]] = field(factory=list)
+    workload_finished: OneShot = field(factory=OneShot)
+    reported: OneShot = field(factory=OneShot)
 
     def replicas_of(self, number: int) -> list[Replica]:
         """The replicas of configuration C{number}, in chain order."""
@@ -325,18 +330,9 @@ def build_cluster(
     network = SimulatedNetwork(seed)
     extra = list(extra_observers or [])
 
-    fired: list[dict[str, Any]] = []
-
-    @provider(ILogObserver)
-    def note_fired(event: dict[str, Any]) -> None:
-        if event.get("event") == "bcr.fault_fired":
-            fired.append(
-                {k: event[k] for k in ("configuration", "replica", "trigger", "failure", "byzantine")}
-            )
-
     def node(address: str, key: crypto.KeyPair) -> SimulatedNode:
         observers = _observers_for(log_dir, f"{case.file_stem}-{address}", files)
-        return network.add_node(address, observers + extra + [note_fired], key.verify_key_bytes)
+        return network.add_node(address, observers + extra, key.verify_key_bytes)
 
     plans = fault_plan_factory(registry or faults.registry_for(case))
     olympus_key = seeded_key(seed, "olympus")
@@ -368,17 +364,17 @@ def build_cluster(
     cluster = SimulatedCluster(
         case=case, seed=seed, network=network, olympus=olympus, replicas=replicas,
         clients=[], driver=None,  # type: ignore[arg-type]
-        faults_fired=fired,
     )
 
     def on_finished(outcome: ClientOutcome) -> None:
         cluster.outcomes[outcome.index] = outcome
         if len(cluster.outcomes) == case.num_client:
             cluster.all_done_at = network.clock.seconds()
-            cluster.driver.finish("every client has finished")
+            cluster.workload_finished.fire()
 
     def on_report(report: RunReport) -> None:
         cluster.report = report
+        cluster.reported.fire(report)
 
     for index, operations in enumerate(case.workloads):
         address = f"client-{index}"
@@ -446,6 +442,61 @@ def schedule_chaos(cluster: SimulatedCluster, count: int) -> None:
         )
 
 
+class _SimulatedRun:
+    """The simulation binding of L{run_lifecycle}: every wait runs the network."""
+
+    mode = "simulation"
+
+    def __init__(self, cluster: SimulatedCluster, spec: RunSpec) -> None:
+        self._cluster = cluster
+        self._spec = spec
+
+    async def start(self) -> None:
+        cluster = self._cluster
+        machines: list[IMachine] = [cluster.olympus, *cluster.replicas, *cluster.clients]
+        for machine in machines:
+            machine.start()
+        if self._spec.case.num_client == 0:
+            cluster.all_done_at = cluster.network.clock.seconds()
+            cluster.workload_finished.fire()
+
+    def workload_done(self) -> Deferred[Any]:
+        return self._cluster.workload_finished.wait()
+
+    def finish(self, reason: str, workload_done: bool) -> None:
+        self._cluster.driver.finish(reason, workload_done=workload_done)
+
+    def run_report(self) -> Deferred[RunReport]:
+        return self._cluster.reported.wait()
+
+    async def wait(self, waitable: Deferred[_T], what: str, within_s: float | None) -> _T:
+        clock = self._cluster.network.clock
+        deadline = self._spec.deadline_s if within_s is None else clock.seconds() + within_s
+        self._cluster.network.run_until(lambda: waitable.called, deadline)
+        if not waitable.called:
+            waitable.addErrback(lambda _: None)
+            waitable.cancel()
+            raise RunFailed(
+                f"the deadline ({deadline:.1f} s, simulated) passed while waiting for {what}"
+            )
+        return await waitable
+
+    async def stop(self) -> list[str]:
+        return []
+
+    def outcomes(self) -> list[ClientOutcome]:
+        return [client.outcome for client in self._cluster.clients]
+
+    def elapsed_s(self) -> float:
+        cluster = self._cluster
+        done = cluster.all_done_at
+        return float(done if done is not None else cluster.network.clock.seconds())
+
+    def failed(self, error: str, failure: Failure | None = None) -> None:
+        if failure is not None:
+            failure.raiseException()  # a bug in the simulation: let the test see it
+
+
 def simulate(
     case: Case,
     seed: int = 0,
@@ -471,43 +522,22 @@ def simulate(
     files: list[Any] = []
     if log_dir is not None:
         make_private_directory(log_dir)
+    spec = RunSpec(
+        case,
+        deadline_s if deadline_s is not None else case.default_deadline_s,
+        spares if spares is not None else default_spares(case, chaos),
+    )
     try:
         cluster = build_cluster(
-            case, seed, log_dir,
-            spares=spares if spares is not None else default_spares(case, chaos),
-            open_files=files, registry=registry,
+            case, seed, log_dir, spares=spec.spares, open_files=files, registry=registry
         )
         if chaos:
             schedule_chaos(cluster, chaos)
         if prepare is not None:
             prepare(cluster)
-        deadline = deadline_s if deadline_s is not None else case.default_deadline_s
-        machines: list[IMachine] = [cluster.olympus, *cluster.replicas, *cluster.clients]
-        for machine in machines:
-            machine.start()
-        finished = cluster.network.run_until(lambda: cluster.report is not None, deadline)
-        errors = []
-        if not finished:
-            errors.append(
-                f"deadline of {deadline:.1f} s (simulated) passed before the run ended"
-            )
-            # Still ask Olympus for its account of the run (what it saw, the
-            # final dictionaries it can get), bounded like every other wait.
-            cluster.driver.finish("the run's deadline passed", workload_done=False)
-            cluster.network.run_until(
-                lambda: cluster.report is not None,
-                cluster.network.clock.seconds() + case.report_grace_s,
-            )
-        elapsed = cluster.all_done_at if cluster.all_done_at is not None else cluster.network.clock.seconds()
-        summary = build_summary(
-            case,
-            "simulation",
-            [client.outcome for client in cluster.clients],
-            cluster.report,
-            elapsed,
-            errors,
-            faults_fired=cluster.faults_fired,
-        )
+        # Every wait of the simulated binding runs the network until it is
+        # over, so the whole lifecycle completes before ensureDeferred returns.
+        summary = result_now(ensureDeferred(run_lifecycle(_SimulatedRun(cluster, spec), spec)))
         summary["injected"] = cluster.network.injected
         return summary
     finally:

@@ -13,6 +13,7 @@ new head or retransmits to every replica.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from attrs import define, field
 from zope.interface import implementer
@@ -77,6 +78,20 @@ class ClientOutcome:
         return len(self.results)
 
 
+class ClientWatcher(Protocol):
+    """
+    Who runs a client may follow it (the launcher does, to act when a
+    configuration is in use or results come in): told from the protocol
+    messages the client accepts, never from its log.
+    """
+
+    def configuration_used(self, client: int, configuration: Configuration) -> None:
+        """Client C{client} now sends to C{configuration}."""
+
+    def result_accepted(self, client: int, configuration: int, at: float) -> None:
+        """Client C{client} accepted a result while using C{configuration}."""
+
+
 @implementer(IMachine)
 class Client:
     """One client running one workload."""
@@ -91,6 +106,7 @@ class Client:
         timeout_ms: int,
         on_finished: Callable[[ClientOutcome], None],
         verifier: crypto.Verifier | None = None,
+        watcher: ClientWatcher | None = None,
     ) -> None:
         self._env = env
         self._log = env.log
@@ -103,6 +119,7 @@ class Client:
         self._throttle = Throttle(env.now)
         self._timeout_s = max(timeout_ms / 1000, MINIMUM_TIMEOUT_S)
         self._on_finished = on_finished
+        self._watcher = watcher
         self._verifier = verifier or crypto.Verifier()
         self.outcome = ClientOutcome(index, list(operations))
         self._configurations: dict[int, Configuration] = {}
@@ -255,6 +272,8 @@ class Client:
                 replicas=[r.address for r in configuration.replicas],
                 event="bcr.configuration", node=self.name,
             )
+            if self._watcher is not None:
+                self._watcher.configuration_used(self.index, configuration)
         self._awaiting_configuration = False
         retransmit, self._retransmit_on_reply = self._retransmit_on_reply, False
         if self._signed_request is None:
@@ -425,6 +444,10 @@ class Client:
             local_model_result=expected_by_model, recovered=recovered,
             event="bcr.accept", node=self.name,
         )
+        if self._watcher is not None:
+            self._watcher.result_accepted(
+                self.index, self.configuration.number if self.configuration else -1, now
+            )
         self._send_next()
 
     def _finish(self) -> None:

@@ -65,10 +65,12 @@ from twisted_bcr.messages import (
     ClientInfo,
     Configuration,
     ConfigurationReply,
+    FaultFired,
     FinalState,
     FinishRun,
     GetConfiguration,
     GetRunningState,
+    Placement,
     Quiesce,
     Quiescent,
     Ready,
@@ -277,6 +279,11 @@ class Olympus:
         self._first_slots: dict[int, int] = {}
         #: Replica key -> (configuration, position), for every configuration.
         self._positions: dict[bytes, tuple[int, int]] = {}
+        #: Which spare took each place, for the run report.
+        self._placements: list[Placement] = []
+        #: The faults replicas reported firing, at most one record per
+        #: trigger/failure pair their failures line names.
+        self._faults_fired: list[FaultFired] = []
         #: One record per reconfiguration, as in the summary JSON (DESIGN §4).
         self.reconfigurations: list[dict[str, object]] = []
         self.reconfiguring: _Reconfiguration | None = None
@@ -584,7 +591,10 @@ class Olympus:
         """Take 2t+1 spares and make them configuration C{number}."""
         case = self._case
         chosen = self._live_spares()[: self.replicas_needed]
-        for spare in chosen:
+        for index, spare in enumerate(chosen):
+            self._placements.append(
+                Placement(number, index, spare.address, self._spare_identity[spare.verify_key])
+            )
             self._forget_spare(spare)
         configuration = Configuration(
             number=number,
@@ -1010,6 +1020,8 @@ class Olympus:
             "checkpoint_slot": plan.checkpoint_slot,
             "first_slot": plan.last_slot + 1,
             "quorums_tried": len(state.tried),
+            # The binding's clock (wall-clock seconds with real processes).
+            "started_at": state.started_at,
             "duration_s": round(self._env.now() - state.started_at, 6),
         }
         self.reconfigurations.append(record)
@@ -1190,6 +1202,21 @@ class Olympus:
             self._env.cancel_timer(_FINISH_TIMER)
             self._report()
 
+    def _on_fault_fired(self, sender: Peer, signer: str, message: FaultFired) -> None:
+        # Only faults the case gave this place, each recorded once: a
+        # replica cannot grow the report beyond its own failures line.
+        planned = self._case.failures_for(message.configuration, message.index)
+        recorded = [
+            f for f in self._faults_fired
+            if (f.configuration, f.index) == (message.configuration, message.index)
+        ]
+        if message in recorded:
+            return
+        if len(recorded) >= len(planned):
+            self._reject(sender, f"more fault reports than {signer} has failures")
+            return
+        self._faults_fired.append(message)
+
     def _silent(self) -> list[int]:
         """The replicas of the last configuration whose final state is missing."""
         assert self._finishing is not None
@@ -1207,6 +1234,11 @@ class Olympus:
             reconfigurations_json=json.dumps(self.reconfigurations),
             errors=tuple(self.errors + finishing.errors),
             silent=tuple(self._silent()),
+            placements=tuple(self._placements),
+            # By place; each replica's own in the order it fired them.
+            faults_fired=tuple(
+                sorted(self._faults_fired, key=lambda f: (f.configuration, f.index))
+            ),
         )
         self._log.info(
             "olympus reports the run to {driver}", driver=finishing.driver.address,
@@ -1239,5 +1271,7 @@ class Olympus:
                         _on_quiescent),
         FinalState: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
                          _on_final_state),
+        FaultFired: Rule("the replica at that position", _replica_at_its_position, ALWAYS,
+                         _on_fault_fired),
         FinishRun: Rule("Olympus's own key", _olympus_itself, ALWAYS, _on_finish_run),
     }

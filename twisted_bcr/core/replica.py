@@ -62,6 +62,7 @@ from twisted_bcr.messages import (
     CompletedCheckpoint,
     Configuration,
     ErrorMessage,
+    FaultFired,
     FinalState,
     ForwardedRequest,
     GetRunningState,
@@ -409,6 +410,10 @@ class Replica:
             self.configuration.number, self.name, reason, ()
         )
         self._send(self._olympus, self._seal(request), "reconfiguration_request")
+
+    def report_fault_fired(self, fired: FaultFired) -> None:
+        """Tell Olympus a fault of ours fired, for the run report (SPEC §11)."""
+        self._send(self._olympus, self._seal(fired), "fault_fired")
 
     # ------------------------------------------------------------------
     # Control plane from Olympus
@@ -1459,7 +1464,9 @@ def fault_plan_factory(registry: Registry) -> Callable[[Replica, str], FaultHook
 
     def make(replica: Replica, text: str) -> FaultHooks:
         misbehave = ReplicaMisbehaviour(replica)
-        plan = FaultPlan.from_text(text, registry, misbehave, replica._log)
+        plan = FaultPlan.from_text(
+            text, registry, misbehave, replica._log, replica.report_fault_fired
+        )
         misbehave.plan = plan
         return plan
 

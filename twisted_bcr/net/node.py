@@ -864,6 +864,7 @@ class TcpNode(Service):
         )
         if status != 0:
             self._flush_logs()
+            self._flush_sends()
             self._exit_process(status)
             return
         if self._exiting:
@@ -879,6 +880,23 @@ class TcpNode(Service):
         deadline = self._reactor.callLater(EXIT_FLUSH_S, self._drain_timeout)
         self._drained.addCallback(lambda _: deadline.cancel() if deadline.active() else None)
         self._drained.addCallback(lambda _: self._stop())
+
+    def _flush_sends(self) -> None:
+        """
+        Before a crash: hand the kernel what was already written to each
+        connection (the report of the crash() fault that ends us, above all)
+        without waiting for the reactor; whatever does not fit is lost, as
+        in any crash.
+        """
+        for peer in self._peers.values():
+            transport = peer.protocol.transport if peer.protocol is not None else None
+            write_now = getattr(transport, "doWrite", None)
+            if write_now is None:
+                continue
+            try:
+                write_now()
+            except Exception:  # noqa: BLE001 - the process ends next anyway
+                continue
 
     def _stop(self) -> None:
         try:

@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_lifecycle -*-
+"""
+The one run lifecycle both bindings share (docs/LIFECYCLE.md).
+
+A run goes through the same phases whether its processes are real
+(L{twisted_bcr.launch}) or simulated (L{twisted_bcr.simulation}):
+
+ 1. start: Olympus, the spares, the clients and the driver;
+ 2. workload: wait until every client has finished, within the deadline;
+ 3. finish: the driver asks Olympus to finish the run, which quiesces the
+    chain (letting a reconfiguration the trailing traffic asks for run to
+    its end) when the workload is done, or retires at once when it is not;
+ 4. report: wait for Olympus's L{RunReport}: final states, who was silent,
+    placements, reconfigurations, faults fired;
+ 5. stop every process and build the summary (L{build_summary}) from the
+    clients' outcomes and the report alone.
+
+A binding supplies the phases' mechanics (L{RunBinding}); this module
+decides their order, their deadlines and what an overrun means, once.
+Nothing that decides control or the verdict comes from a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar, cast
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from twisted_bcr.checking import build_summary
+from twisted_bcr.config import Case
+from twisted_bcr.core.client import ClientOutcome
+from twisted_bcr.messages import RunReport
+
+__all__ = ["OneShot", "RunAbandoned", "RunBinding", "RunFailed", "RunSpec", "run_lifecycle"]
+
+_T = TypeVar("_T")
+
+
+class OneShot:
+    """Something that happens once; every L{wait} is its own Deferred."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.value: Any = None
+        self._waiting: list[Deferred[Any]] = []
+
+    def fire(self, value: Any = None) -> None:
+        if self.fired:
+            return
+        self.fired, self.value = True, value
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(value)
+
+    def wait(self) -> Deferred[Any]:
+        if self.fired:
+            return succeed(self.value)
+        d: Deferred[Any] = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(d)
+        return d
+
+
+class RunFailed(Exception):
+    """A phase did not complete; the message is one line for the summary's errors."""
+
+
+class RunAbandoned(RunFailed):
+    """No report can come any more (Olympus is gone): skip to stopping."""
+
+
+@frozen
+class RunSpec:
+    """What a run is, fixed before anything starts: the parsed case and its bounds."""
+
+    case: Case
+    #: Bound on the whole run (the binding's clock: simulated in simulation).
+    deadline_s: float
+    #: Spare replicas kept beyond configuration 0.
+    spares: int
+
+
+class RunBinding(Protocol):
+    """How one binding carries out the phases of L{run_lifecycle}."""
+
+    #: The summary's C{mode}: C{"processes"} or C{"simulation"}.
+    mode: str
+
+    def start(self) -> Awaitable[None]:
+        """Start every process; L{RunFailed} if that cannot be done."""
+
+    def workload_done(self) -> Deferred[Any]:
+        """Fires once every client has finished."""
+
+    def finish(self, reason: str, workload_done: bool) -> None:
+        """Have the driver ask Olympus to finish the run."""
+
+    def run_report(self) -> Deferred[RunReport]:
+        """Fires with Olympus's report."""
+
+    def wait(self, waitable: Deferred[_T], what: str, within_s: float | None) -> Awaitable[_T]:
+        """
+        C{waitable}'s result, or L{RunFailed} naming C{what} once the run's
+        deadline (C{within_s} None) or C{within_s} from now passed.
+        """
+
+    def stop(self) -> Awaitable[list[str]]:
+        """Stop every process; the errors that came of it."""
+
+    def outcomes(self) -> list[ClientOutcome]:
+        """What every client recorded."""
+
+    def elapsed_s(self) -> float:
+        """From start to the workload's end (or to now, if it did not end)."""
+
+    def failed(self, error: str, failure: Failure | None = None) -> None:
+        """Note (log) an error of the run as it happens, with its traceback if any."""
+
+
+async def run_lifecycle(binding: RunBinding, spec: RunSpec) -> dict[str, Any]:
+    """Run every phase in order; return the summary (DESIGN §4)."""
+    errors: list[str] = []
+    report: RunReport | None = None
+    try:
+        await binding.start()
+        try:
+            await binding.wait(binding.workload_done(), "every client to finish", None)
+            reason, done, within = "every client has finished", True, None
+        except RunAbandoned:
+            raise
+        except RunFailed as e:
+            # Still ask Olympus for its account: what it saw (e.g. that more
+            # than t replicas seem faulty) and the final states it can get.
+            errors.append(str(e))
+            binding.failed(str(e))
+            reason, done = "the run's deadline passed", False
+            within = spec.case.report_grace_s
+        binding.finish(reason, done)
+        report = await binding.wait(binding.run_report(), "Olympus's run report", within)
+    except RunFailed as e:
+        errors.append(str(e))
+        binding.failed(str(e))
+    except Exception as e:
+        errors.append(f"{binding.mode}: {type(e).__name__}: {e}")
+        binding.failed(errors[-1], Failure())
+    errors += await binding.stop()
+    return build_summary(
+        spec.case, binding.mode, binding.outcomes(), report, binding.elapsed_s(), errors
+    )
+
+
+def result_now(d: Deferred[_T]) -> _T:
+    """
+    The result of a Deferred that has already fired (a lifecycle whose
+    every wait completes synchronously, as in simulation).
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return cast(_T, results[0])

@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.test_supervise -*-
+"""
+Process supervision for C{bcr run}, in the spirit of
+L{twisted.runner.procmon}: start daemons as children, know when one is
+ready and how it ended, and stop them (SIGTERM, then SIGKILL).
+
+A child is a daemon started through L{twisted_bcr.net.twistd} (twistd in the
+foreground), its output in files of the run's directory.  Readiness is the
+port file the daemon writes once it listens (what a systemd unit would
+learn from C{sd_notify}); how it ended is its exit status, which says
+whether it logged a failure (L{FAILURES_LOGGED}) or was ended by a
+C{crash()} fault (L{CRASH_STATUS}).  Nothing here reads a log.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+import twisted_bcr
+from twisted_bcr.core.replica import CRASH_STATUS
+from twisted_bcr.lifecycle import OneShot
+from twisted_bcr.net.twistd import FAILURES_LOGGED
+
+__all__ = [
+    "Child",
+    "Supervisor",
+    "child_environment",
+    "peak_memory_kib",
+    "twistd_command",
+]
+
+#: How long after SIGTERM before SIGKILL, and after SIGKILL before giving up.
+TERMINATE_GRACE_S = 5.0
+
+
+class _ChildProtocol(ProcessProtocol):
+    """Notes how a child process ended; its output goes straight to files."""
+
+    def __init__(self) -> None:
+        self.ended = OneShot()
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+
+    def processEnded(self, reason: Failure) -> None:
+        value = reason.value
+        if isinstance(value, (ProcessDone, ProcessTerminated)):
+            self.exit_code = value.exitCode
+            self.signal = value.signal
+        self.ended.fire()
+
+
+@define
+class Child:
+    """One daemon started by a L{Supervisor}."""
+
+    name: str
+    port_file: str
+    output_files: list[str]
+    protocol: _ChildProtocol
+    transport: Any
+    signalled: list[str] = field(factory=list)
+
+    @property
+    def running(self) -> bool:
+        return not self.protocol.ended.fired
+
+    @property
+    def pid(self) -> int:
+        return int(self.transport.pid or -1)
+
+    def status_text(self) -> str:
+        protocol = self.protocol
+        if protocol.signal is not None:
+            return f"killed by signal {protocol.signal}"
+        return f"exit status {protocol.exit_code}"
+
+    def failure_text(self) -> str | None:
+        """
+        Why the way it ended is an error of the run, or None: a clean exit,
+        a C{crash()} fault and a signal (sent by us or a test) are not.
+        """
+        code = self.protocol.exit_code
+        if self.running or self.protocol.signal is not None or code in (0, CRASH_STATUS):
+            return None
+        if code == FAILURES_LOGGED:
+            return f"{self.name} logged failures (see {self.name}.log and .stderr)"
+        return f"{self.name} ended with exit status {code} (see {self.name}.stderr)"
+
+    def ready_address(self) -> str | None:
+        """HOST:PORT from the port file it writes once listening, or None yet."""
+        try:
+            with open(self.port_file, encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    def send_signal(self, name: str) -> None:
+        if self.running:
+            try:
+                self.transport.signalProcess(name)
+            except OSError:
+                return
+            self.signalled.append(name)
+
+
+def twistd_command() -> list[str]:
+    """twistd under this very interpreter, with an exit status that counts failures."""
+    return [sys.executable, "-m", "twisted_bcr.net.twistd"]
+
+
+def child_environment() -> dict[str, str]:
+    """
+    This process's environment, plus the directory twisted_bcr was imported
+    from on PYTHONPATH when that is not an installed location (a source
+    checkout), so children import the same code.
+    """
+    environment = dict(os.environ)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(twisted_bcr.__file__)))
+    installed = {os.path.abspath(p) for p in site.getsitepackages()}
+    user_site = site.getusersitepackages()
+    if isinstance(user_site, str):
+        installed.add(os.path.abspath(user_site))
+    if package_parent not in installed:
+        existing = environment.get("PYTHONPATH")
+        environment["PYTHONPATH"] = (
+            package_parent + os.pathsep + existing if existing else package_parent
+        )
+    return environment
+
+
+def peak_memory_kib(pid: int) -> int | None:
+    """VmHWM of a process from /proc, in KiB; None where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class Supervisor:
+    """The children of one run: start, watch, stop."""
+
+    def __init__(self, reactor: Any, directory: str, log: Any) -> None:
+        self.reactor = reactor
+        self._directory = directory
+        self._log = log
+        self._environment = child_environment()
+        self.children: list[Child] = []
+
+    def spawn(self, name: str, arguments: Sequence[str]) -> Child:
+        """Start C{twistd -n <arguments>}; its output goes to files in the directory."""
+        stdout_path = os.path.join(self._directory, f"{name}.stdout")
+        stderr_path = os.path.join(self._directory, f"{name}.stderr")
+        twistd_log = os.path.join(self._directory, f"{name}.twistd.log")
+        command = twistd_command() + [
+            "-n", "--pidfile=", f"--logfile={twistd_log}", *arguments,
+        ]
+        protocol = _ChildProtocol()
+        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err, open(
+            os.devnull, "rb"
+        ) as null:
+            transport = self.reactor.spawnProcess(
+                protocol, command[0], command, env=self._environment,
+                childFDs={0: null.fileno(), 1: out.fileno(), 2: err.fileno()},
+            )
+        child = Child(
+            name=name,
+            port_file=os.path.join(self._directory, f"{name}.port"),
+            output_files=[stdout_path, stderr_path, twistd_log],
+            protocol=protocol,
+            transport=transport,
+        )
+        self.children.append(child)
+        self._log.info(
+            "started {name} (pid {pid}): {command}", name=name, pid=child.pid,
+            command=" ".join(command), event="bcr.spawn",
+        )
+        protocol.ended.wait().addCallback(
+            lambda _: self._log.info(
+                "{name} ended: {status}", name=name, status=child.status_text(),
+                event="bcr.child_ended",
+            )
+        )
+        return child
+
+    async def exit_within(self, seconds: float, children: Sequence[Child] | None = None) -> None:
+        """Wait at most C{seconds} for C{children} (default: all) to end."""
+        waiting = [
+            c.protocol.ended.wait()
+            for c in (self.children if children is None else children) if c.running
+        ]
+        if not waiting:
+            return
+        all_ended = Deferred.fromCoroutine(_gather(waiting))
+        all_ended.addTimeout(seconds, self.reactor)
+        try:
+            await all_ended
+        except (TimeoutError, CancelledError):
+            pass
+
+    async def terminate_stragglers(self) -> list[str]:
+        """SIGTERM, then SIGKILL, whatever still runs; one error line per straggler."""
+        errors = []
+        for signal_name in ("TERM", "KILL"):
+            running = [c for c in self.children if c.running]
+            if not running:
+                break
+            for child in running:
+                child.send_signal(signal_name)
+                self._log.warn(
+                    "sent SIG{signal} to {name}", signal=signal_name, name=child.name,
+                    event="bcr.signal",
+                )
+                errors.append(f"{child.name} did not exit; sent SIG{signal_name}")
+            await self.exit_within(TERMINATE_GRACE_S)
+        errors += [
+            f"{c.name} (pid {c.pid}) survived SIGKILL" for c in self.children if c.running
+        ]
+        return errors
+
+    def kill_all(self) -> None:
+        for child in self.children:
+            child.send_signal("KILL")
+
+    def failures(self) -> list[str]:
+        """How children ended that is an error of the run."""
+        return [text for c in self.children if (text := c.failure_text()) is not None]
+
+
+async def _gather(waiting: list[Deferred[Any]]) -> None:
+    for d in waiting:
+        await d
