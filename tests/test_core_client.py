@@ -429,6 +429,50 @@ class TimeoutTests(ClientTestCase):
         self.assertEqual(self.env.active_timers()["request"], 1 + self.timeout_ms / 1000)
 
 
+class RecordingWatcher:
+    """A L{ClientWatcher} that records what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, int, int]] = []
+
+    def configuration_used(self, client: int, configuration: Configuration) -> None:
+        self.told.append(("configuration", client, configuration.number))
+
+    def result_accepted(self, client: int, configuration: int, at: float) -> None:
+        self.told.append(("result", client, configuration))
+
+
+class WatcherTests(ClientTestCase):
+    """Whoever runs a client learns from it what the launcher acts on, not from its log."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.watcher = RecordingWatcher()
+        self.client = Client(
+            self.env, 0, list(OPERATIONS), client_key(0), OLYMPUS_ADDRESS,
+            self.timeout_ms, self.finished.append, watcher=self.watcher,
+        )
+        self.env.machine = self.client
+
+    def test_configurations_and_results(self) -> None:
+        """Each configuration once when the client starts using it; each accepted result with its configuration."""
+        signed = self.started()
+        self.configure()  # the same configuration again: not news
+        self.client.receive(replica_address(2), self.result(signed, "OK", valid=self.t + 1))
+        self.client.receive(replica_address(2), self.result(signed, "OK", valid=self.t + 1))
+        self.configure(wire_configuration(t=self.t, clients=1, number=1))
+        self.assertEqual(
+            self.watcher.told,
+            [("configuration", 0, 0), ("result", 0, 0), ("configuration", 0, 1)],
+        )
+
+    def test_refused_result_is_not_told(self) -> None:
+        """A result without t+1 valid statements is not reported as accepted."""
+        signed = self.started()
+        self.client.receive(replica_address(2), self.result(signed, "OK", valid=self.t))
+        self.assertEqual(self.watcher.told, [("configuration", 0, 0)])
+
+
 class ZeroTimeoutTests(ClientTestCase):
     """A client timeout of 0 ms still waits a floor between retransmissions (SPEC §6.1)."""
 

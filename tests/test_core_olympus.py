@@ -49,9 +49,11 @@ from twisted_bcr.interfaces import IAdmission
 from twisted_bcr.messages import (
     Assignment,
     ConfigurationReply,
+    FaultFired,
     FinalState,
     FinishRun,
     GetConfiguration,
+    Placement,
     Quiesce,
     Quiescent,
     Ready,
@@ -1175,6 +1177,64 @@ class FinishTests(OlympusTestCase):
         self.assertEqual(report.errors, ())
         self.assertEqual(json.loads(report.reconfigurations_json), [])
         self.assertEqual(self.env.active_timers(), {})
+
+    def report_after(self, action: object) -> RunReport:
+        """Set up, run C{action}, finish the run with every final state in; the report."""
+        self.set_up()
+        action()  # type: ignore[operator]
+        self.finish_quiesced()
+        self.env.take()
+        for index in range(3):
+            self.final_state(index, {"a": "b"})
+        [sent] = self.env.take()
+        report = self.from_olympus(sent)
+        assert isinstance(report, RunReport)
+        return report
+
+    def test_report_names_placements(self) -> None:
+        """The report says which admitted spare took each place, for the launcher to name logs."""
+        report = self.report_after(lambda: None)
+        self.assertEqual(
+            report.placements,
+            tuple(
+                Placement(0, n, spare_address(n), spare_identity(n).verify_key_bytes)
+                for n in range(3)
+            ),
+        )
+
+    def test_report_carries_fired_faults(self) -> None:
+        """A replica's report of a fault its failures line names reaches the run report once."""
+        fired = FaultFired(0, 1, "shuttle(0,0)", "crash()", False)
+
+        def report_twice() -> None:
+            for _ in range(2):
+                self.send(spare_peer(1), spare_key(1), "replica 0.1", fired)
+
+        self.assertEqual(self.report_after(report_twice).faults_fired, (fired,))
+
+    def test_fault_reports_are_bounded_by_the_case(self) -> None:
+        """
+        A replica cannot grow the report beyond its own failures line: one
+        record per pair (0.1 has one), none for a place without failures,
+        none sent for another place or by an outsider.
+        """
+        planned = FaultFired(0, 1, "shuttle(0,0)", "crash()", False)
+
+        def report_freely() -> None:
+            self.send(spare_peer(1), spare_key(1), "replica 0.1", planned)
+            for n in range(5):
+                self.send(spare_peer(1), spare_key(1), "replica 0.1",
+                          FaultFired(0, 1, f"shuttle(0,{n + 1})", "extra_op()", True))
+            self.send(spare_peer(0), spare_key(0), "replica 0.0",
+                      FaultFired(0, 0, "shuttle(0,0)", "extra_op()", True))
+            self.send(spare_peer(0), spare_key(0), "replica 0.0",
+                      FaultFired(0, 1, "shuttle(0,0)", "crash()", True))
+            self.send(STRANGER, STRANGER_KEY, "replica 0.1",
+                      FaultFired(0, 1, "shuttle(0,0)", "crash()", True))
+
+        self.assertEqual(self.report_after(report_freely).faults_fired, (planned,))
+        rejected = self.rejections()
+        self.assertEqual(len(rejected), 8, rejected)
 
     def test_finish_run_deadline(self) -> None:
         """Without every final state, the report comes after twice the step timeout and names the silent replicas, without calling it an error (a crashed replica never answers)."""

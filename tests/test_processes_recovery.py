@@ -96,6 +96,26 @@ class RecoveryTests(TestCase):
         [record] = summary["reconfigurations"]
         self.assertNotIn(0, record["quorum"])
 
+    async def test_kill_head_scenario(self) -> None:
+        """
+        The launcher's own kill-the-head scenario (bcr bench --kill-head-after)
+        kills the head once clients accepted enough results, the run
+        recovers, and the summary times the recovery from Olympus's record
+        and the clients' first result of the new configuration.
+        """
+        from twisted.internet import reactor
+
+        summary = await run_case(
+            reactor, self.case_path, self.log_dir, RUN_DEADLINE_S,
+            kill_head_after=RESULTS_BEFORE_FAULT,
+        )
+        self.assert_recovered(summary)
+        [record] = summary["reconfigurations"]
+        self.assertNotIn(0, record["quorum"])
+        timing = summary["reconfiguration_timing"]
+        self.assertGreater(timing["kill_to_request_s"], 0)
+        self.assertGreater(timing["request_to_first_result_s"], 0)
+
     async def test_middle_stopped(self) -> None:
         """SIGSTOP to a middle replica past the timeouts, SIGCONT once replaced: the run passes."""
         from twisted.internet import reactor

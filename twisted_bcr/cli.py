@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--kill-head-after", type=int, metavar="RESULTS",
-        help="the recovery scenario: SIGKILL the head once its tail sent RESULTS "
+        help="the recovery scenario: SIGKILL the head once clients accepted RESULTS "
         "results, and measure the reconfiguration",
     )
     return parser

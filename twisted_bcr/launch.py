@@ -362,7 +362,7 @@ class _ProcessesRun:
         self._log_files = LogFiles(options.log_dir, f"{options.stem}-launcher")
         self.log = Logger(namespace="bcr.launcher", observer=LogPublisher(self._log_files))
         self.supervisor = Supervisor(reactor, options.log_dir, self.log)
-        self.client_keys = self._client_keys()
+        self.client_keys = _client_keys(spec.case.num_client, options.external_olympus)
         self.daemons = _Daemons(spec, options, self.supervisor, self.client_keys, self.log)
         self.nodes: list[TcpNode] = []
         self.clients: list[Client] = []
@@ -381,28 +381,11 @@ class _ProcessesRun:
         #: Every configuration a client used: number -> addresses in chain order.
         self.configurations: dict[int, list[str]] = {}
         #: Results accepted per configuration, and when the first one came.
-        self.results_in: dict[int, int] = {}
-        self.first_result_at: dict[int, float] = {}
-        self._enough_results = OneShot()
-        self.killed_at: float | None = None
-        self._killer: Deferred[None] | None = None
+        self.kill_head = (
+            _KillHead(reactor, self.log, options.kill_head_after)
+            if options.kill_head_after is not None else None
+        )
         self.peak_memory_kib: dict[str, int] = {}
-
-    def _client_keys(self) -> list[crypto.KeyPair]:
-        """
-        Fresh client keys, or with an Olympus run by someone else, the keys
-        in C{client-<i>.key} next to its key file, which its operator admits
-        (docs/OPERATIONS.md); they are created on first use.
-        """
-        count = self.spec.case.num_client
-        external = self.options.external_olympus
-        if external is None:
-            return [crypto.KeyPair.generate() for _ in range(count)]
-        directory = os.path.dirname(os.path.abspath(external[2]))
-        return [
-            load_or_create_key(os.path.join(directory, f"client-{index}.key"), "client key")
-            for index in range(count)
-        ]
 
     # ------------------------------------------------------------------
     # RunBinding
@@ -448,8 +431,8 @@ class _ProcessesRun:
                 address=self.daemons.olympus_address, event="bcr.olympus_ready",
             )
         await self._start_clients_and_driver()
-        if self.options.kill_head_after is not None:
-            self._killer = ensureDeferred(self._kill_head())
+        if self.kill_head is not None:
+            self.kill_head.start(self.daemons, self.configurations)
 
     def workload_done(self) -> Deferred[Any]:
         async def done() -> None:
@@ -461,10 +444,10 @@ class _ProcessesRun:
 
     def finish(self, reason: str, workload_done: bool) -> None:
         self.daemons.finishing = True
-        if self._killer is not None:
-            self._killer.cancel()
+        if self.kill_head is not None:
+            self.kill_head.cancel()
         if workload_done:
-            self._record_peak_memory()
+            self.peak_memory_kib = _peak_memory(self.supervisor.children, self.options.stem)
         assert self.driver is not None
         self.driver.finish(reason, workload_done=workload_done)
 
@@ -548,11 +531,8 @@ class _ProcessesRun:
             self.ready_result.addErrback(self._on_ready_failed)
 
     def result_accepted(self, client: int, configuration: int, at: float) -> None:
-        self.results_in[configuration] = self.results_in.get(configuration, 0) + 1
-        self.first_result_at.setdefault(configuration, at)
-        wanted = self.options.kill_head_after
-        if configuration == 0 and wanted is not None and self.results_in[0] >= wanted:
-            self._enough_results.fire()
+        if self.kill_head is not None:
+            self.kill_head.result_accepted(configuration, at)
 
     def _client_finished(self, outcome: ClientOutcome) -> None:
         if all(c.outcome.finished for c in self.clients):
@@ -598,48 +578,6 @@ class _ProcessesRun:
         self.errors.append(f"the on_ready hook failed: {failure.getErrorMessage()}")
         self.failed(self.errors[-1], failure)
 
-    async def _kill_head(self) -> None:
-        """SIGKILL the head of configuration 0 once clients accepted enough of its results."""
-        await self._enough_results.wait()
-        head = self.daemons.by_address().get(self.configurations[0][0])
-        if head is None:
-            return
-        self.killed_at = self.reactor.seconds()
-        head.send_signal("KILL")
-        self.log.warn(
-            "killed the head {name} (pid {pid}) after {results} results",
-            name=head.name, pid=head.pid, results=self.results_in[0], event="bcr.killed",
-        )
-
-    def reconfiguration_timing(self, report: RunReport | None) -> dict[str, Any] | None:
-        """
-        For the kill-the-head scenario: from the kill to the reconfiguration
-        request Olympus acted on, and from then to the first result a client
-        accepted from the new configuration (the issue's "reconfiguration time").
-        """
-        if self.killed_at is None or report is None or 1 not in self.first_result_at:
-            return None
-        records = json.loads(report.reconfigurations_json)
-        if not records:
-            return None
-        # Olympus's clock and ours are both the wall clock of this machine.
-        requested_at = float(records[0]["started_at"])
-        return {
-            "kill_to_request_s": round(requested_at - self.killed_at, 4),
-            "request_to_first_result_s": round(self.first_result_at[1] - requested_at, 4),
-        }
-
-    def _record_peak_memory(self) -> None:
-        """Note each live process's peak resident memory (Linux only)."""
-        for child in self.supervisor.children:
-            if child.running:
-                kib = peak_memory_kib(child.pid)
-                if kib is not None:
-                    self.peak_memory_kib[child.name] = kib
-        self.peak_memory_kib[f"{self.options.stem}-launcher"] = resource.getrusage(
-            resource.RUSAGE_SELF
-        ).ru_maxrss
-
     # ------------------------------------------------------------------
     # The whole run
 
@@ -665,7 +603,7 @@ class _ProcessesRun:
             self.daemons.link_replica_logs(report)
         summary["log_dir"] = self.options.log_dir
         summary["peak_memory_kib"] = self.peak_memory_kib
-        timing = self.reconfiguration_timing(report)
+        timing = self.kill_head.timing(report) if self.kill_head is not None else None
         if timing is not None:
             summary["reconfiguration_timing"] = timing
         summary["hosts"] = {
@@ -696,6 +634,96 @@ class _ProcessesRun:
         waiting.addTimeout(EXIT_GRACE_S, self.reactor)
         waiting.addErrback(lambda _: None)
         return waiting
+
+
+class _KillHead:
+    """
+    The kill-the-head scenario (C{bcr bench --kill-head-after}): SIGKILL the
+    head of configuration 0 once clients accepted C{results} of its results,
+    and time the recovery.
+    """
+
+    def __init__(self, reactor: Any, log: Logger, results: int) -> None:
+        self._reactor = reactor
+        self._log = log
+        self._wanted = results
+        self._accepted: dict[int, int] = {}
+        self._first_result_at: dict[int, float] = {}
+        self._enough = OneShot()
+        self._killer: Deferred[None] | None = None
+        self.killed_at: float | None = None
+
+    def start(self, daemons: _Daemons, configurations: dict[int, list[str]]) -> None:
+        async def kill() -> None:
+            await self._enough.wait()
+            head = daemons.by_address().get(configurations[0][0])
+            if head is None:
+                return
+            self.killed_at = self._reactor.seconds()
+            head.send_signal("KILL")
+            self._log.warn(
+                "killed the head {name} (pid {pid}) after {results} results",
+                name=head.name, pid=head.pid, results=self._accepted[0], event="bcr.killed",
+            )
+
+        self._killer = ensureDeferred(kill())
+
+    def cancel(self) -> None:
+        if self._killer is not None:
+            self._killer.cancel()
+
+    def result_accepted(self, configuration: int, at: float) -> None:
+        self._accepted[configuration] = self._accepted.get(configuration, 0) + 1
+        self._first_result_at.setdefault(configuration, at)
+        if configuration == 0 and self._accepted[0] >= self._wanted:
+            self._enough.fire()
+
+    def timing(self, report: RunReport | None) -> dict[str, Any] | None:
+        """
+        From the kill to the reconfiguration request Olympus acted on, and
+        from then to the first result a client accepted from the new
+        configuration (the "reconfiguration time").
+        """
+        if self.killed_at is None or report is None or 1 not in self._first_result_at:
+            return None
+        records = json.loads(report.reconfigurations_json)
+        if not records:
+            return None
+        # Olympus's clock and ours are both the wall clock of this machine.
+        requested_at = float(records[0]["started_at"])
+        return {
+            "kill_to_request_s": round(requested_at - self.killed_at, 4),
+            "request_to_first_result_s": round(self._first_result_at[1] - requested_at, 4),
+        }
+
+
+def _client_keys(
+    count: int, external_olympus: tuple[str, crypto.KeyPair, str] | None
+) -> list[crypto.KeyPair]:
+    """
+    Fresh client keys, or with an Olympus run by someone else, the keys in
+    C{client-<i>.key} next to its key file, which its operator admits
+    (docs/OPERATIONS.md); they are created on first use.
+    """
+    if external_olympus is None:
+        return [crypto.KeyPair.generate() for _ in range(count)]
+    directory = os.path.dirname(os.path.abspath(external_olympus[2]))
+    return [
+        load_or_create_key(os.path.join(directory, f"client-{index}.key"), "client key")
+        for index in range(count)
+    ]
+
+
+def _peak_memory(children: Sequence[Child], stem: str) -> dict[str, int]:
+    """Each live child's peak resident memory, and this process's (Linux only)."""
+    found = {}
+    for child in children:
+        if child.running:
+            kib = peak_memory_kib(child.pid)
+            if kib is not None:
+                found[child.name] = kib
+    found[f"{stem}-launcher"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return found
 
 
 async def _as_coroutine(
@@ -826,7 +854,7 @@ async def run_case(
         configuration, so that a reconfiguration never waits for a process
         to start; by default one configuration's worth (2t+1).
     @param kill_head_after: The kill-the-head scenario: SIGKILL the head of
-        configuration 0 once its tail has sent this many results.
+        configuration 0 once clients accepted this many of its results.
     @param olympus: The address of an Olympus already running for this case,
         with its own spares (a registered pool); the launcher then runs only
         the clients and the driver.  Needs C{olympus_key_file}, Olympus's
@@ -969,7 +997,7 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--kill-head-after", type=int, default=None, metavar="RESULTS",
-        help="SIGKILL configuration 0's head once its tail sent RESULTS results",
+        help="SIGKILL configuration 0's head once clients accepted RESULTS results",
     )
     parser.add_argument("--olympus", help="HOST:PORT of an Olympus already running")
     parser.add_argument("--olympus-key-file", help="that Olympus's private key file")
