@@ -1276,7 +1276,7 @@ class FinishTests(OlympusTestCase):
         self.finish(key=STRANGER_KEY)
         self.assertEqual(self.env.take(), [])
         self.assertEqual(len(self.rejections()), 2)
-        self.assertIsNone(self.olympus._finishing)
+        self.assertFalse(self.olympus._end.started)
 
     def test_finish_run_twice(self) -> None:
         """A second finish request while finishing is rejected."""

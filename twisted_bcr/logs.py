@@ -124,7 +124,7 @@ def event_as_text(event: dict[str, Any], format_time: Callable[[float], str]) ->
 class FailureTally:
     """
     Counts the failures (logged tracebacks) and critical events one process
-    logs, and keeps the last one's first line.
+    logs, and keeps the last one's description (at most 200 characters).
     """
 
     def __init__(self) -> None:

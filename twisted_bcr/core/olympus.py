@@ -27,9 +27,7 @@ carrying those results so that no request is executed twice.
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from collections.abc import Container
 from typing import Any
 
 from attrs import define, evolve, field
@@ -57,6 +55,7 @@ from twisted_bcr.core.reconfiguration import (
     validate_wedged,
     vouched_results,
 )
+from twisted_bcr.core.run_end import ANNOUNCE_TIMER, FINISH_TIMER, RunEnd
 from twisted_bcr.interfaces import IAdmission, IEnvironment, IMachine
 from twisted_bcr.messages import (
     Assignment,
@@ -71,7 +70,6 @@ from twisted_bcr.messages import (
     GetConfiguration,
     GetRunningState,
     Placement,
-    Quiesce,
     Quiescent,
     Ready,
     ReconfigurationRequest,
@@ -83,7 +81,6 @@ from twisted_bcr.messages import (
     ReplicaInfo,
     ResultStatement,
     RunningState,
-    RunReport,
     Sealed,
     Shutdown,
     Signed,
@@ -117,10 +114,9 @@ MAX_CHALLENGING_KEYS = 4096
 NONCE_BYTES = 32
 EPOCH_BYTES = 16
 
-_FINISH_TIMER = "finish"
 _WEDGE_TIMER = "wedge"
 _STEP_TIMER = "step"
-_ANNOUNCE_TIMER = "announce"
+
 
 
 @define
@@ -165,33 +161,6 @@ class _Reconfiguration:
     #: Why no quorum can be formed, once Olympus has run out of candidates.
     hopeless: str | None = None
     wedge_step_over: bool = False
-
-
-@define
-class _Finishing:
-    """
-    A run being wound up (docs/DECISIONS.md "End of a run"): quiesced, then retired.
-
-    While quiescing, the replicas of configuration C{quiescing} finish the
-    work in flight and say so; a reconfiguration that work asks for runs to
-    its end first (C{quiescing} is None meanwhile), and then its new
-    configuration is quiesced.  Once C{retiring}, the final states of the
-    C{expected} replicas are collected for the report.
-    """
-
-    driver: Peer
-    quiescing: int | None = None
-    quiescent: set[int] = field(factory=set)
-    retiring: bool = False
-    expected: int = 0
-    final_states: dict[int, FinalState] = field(factory=dict)
-    errors: list[str] = field(factory=list)
-    reported: bool = False
-
-
-def _missing(count: int, answered: Container[int]) -> list[int]:
-    """The positions 0 .. C{count}-1 that are not in C{answered}."""
-    return [i for i in range(count) if i not in answered]
 
 
 # Who may send what: predicates over (olympus, sender, sealed message).
@@ -279,17 +248,13 @@ class Olympus:
         self._first_slots: dict[int, int] = {}
         #: Replica key -> (configuration, position), for every configuration.
         self._positions: dict[bytes, tuple[int, int]] = {}
-        #: Which spare took each place, for the run report.
-        self._placements: list[Placement] = []
-        #: The faults replicas reported firing, at most one record per
-        #: trigger/failure pair their failures line names.
-        self._faults_fired: list[FaultFired] = []
         #: One record per reconfiguration, as in the summary JSON (DESIGN §4).
         self.reconfigurations: list[dict[str, object]] = []
         self.reconfiguring: _Reconfiguration | None = None
         #: Problems Olympus saw that the run report must carry.
         self.errors: list[str] = []
-        self._finishing: _Finishing | None = None
+        #: The end of the run, and the account its report carries.
+        self._end = RunEnd(self)
 
     @property
     def replicas_needed(self) -> int:
@@ -347,7 +312,7 @@ class Olympus:
             self._wedge_step_expired()
         elif key == _STEP_TIMER:
             self._attempt_step_expired()
-        elif key == _ANNOUNCE_TIMER:
+        elif key == ANNOUNCE_TIMER:
             self._log.warn(
                 "olympus: replicas {unready} of configuration {number} did not say "
                 "they are ready within the step timeout; announcing it anyway",
@@ -356,8 +321,8 @@ class Olympus:
                 event="bcr.unready", node=self.name,
             )
             self._announce()
-        elif key == _FINISH_TIMER and self._finishing is not None:
-            self._finish_step_expired(self._finishing)
+        elif key == FINISH_TIMER:
+            self._end.timer_expired()
 
     def max_message_from(self, key: bytes) -> int:
         name = self._name_of(key)
@@ -513,7 +478,7 @@ class Olympus:
             verify_key=info.verify_key.hex(), identity_key=identity_key.hex(),
             event="bcr.spare", node=self.name,
         )
-        if self._finishing is not None and self._finishing.retiring:
+        if self._end.retiring:
             # Too late to serve: retire it like the spares that were idle.
             self._send_sealed(peer_of(info), Shutdown(-1))
             return
@@ -592,7 +557,7 @@ class Olympus:
         case = self._case
         chosen = self._live_spares()[: self.replicas_needed]
         for index, spare in enumerate(chosen):
-            self._placements.append(
+            self._end.placed(
                 Placement(number, index, spare.address, self._spare_identity[spare.verify_key])
             )
             self._forget_spare(spare)
@@ -633,7 +598,7 @@ class Olympus:
                 event="bcr.assign", node=self.name,
             )
             self._send_sealed(peer_of(replica), assignment, number)
-        self._env.start_timer(_ANNOUNCE_TIMER, self._case.step_timeout_s)
+        self._env.start_timer(ANNOUNCE_TIMER, self._case.step_timeout_s)
 
     def _on_ready(self, sender: Peer, signer: str, message: Ready) -> None:
         if self.configuration is None or message.configuration != self.configuration.number:
@@ -641,13 +606,13 @@ class Olympus:
         self._unready.discard(message.index)
         if (
             not self._unready and self.announced < message.configuration
-            and self.reconfiguring is None and self._finishing is None
+            and self.reconfiguring is None and not self._end.started
         ):
             self._announce()
 
     def _announce(self) -> None:
         """Tell every client about the configuration just set up."""
-        self._env.cancel_timer(_ANNOUNCE_TIMER)
+        self._env.cancel_timer(ANNOUNCE_TIMER)
         assert self.configuration is not None
         self.announced = self.configuration.number
         for client in sorted(self.clients.values(), key=lambda c: c.index):
@@ -703,11 +668,11 @@ class Olympus:
                 self.reconfiguring.requested_by.append(signer)
             self._ignore_request(signer, "a reconfiguration is already running")
             return
-        if self._finishing is not None and self._finishing.retiring:
+        if self._end.retiring:
             self._ignore_request(signer, "the run's replicas are being retired")
             return
         # A configuration being replaced is not announced any more.
-        self._env.cancel_timer(_ANNOUNCE_TIMER)
+        self._env.cancel_timer(ANNOUNCE_TIMER)
         self.reconfiguring = _Reconfiguration(
             number=current.number,
             requested_by=[signer],
@@ -721,11 +686,7 @@ class Olympus:
         for replica in current.replicas:
             self._send_sealed(peer_of(replica), WedgeRequest(current.number), current.number)
         self._env.start_timer(_WEDGE_TIMER, self._case.step_timeout_s)
-        if self._finishing is not None:
-            # Work that trailed the workload revealed misbehaviour: the run
-            # ends after this reconfiguration, within its own allowance.
-            self._finishing.quiescing = None
-            self._env.start_timer(_FINISH_TIMER, self._reconfiguration_allowance_s())
+        self._end.reconfiguration_started()
 
     def _ignore_request(self, signer: str, why: str) -> None:
         self._log.info(
@@ -1027,9 +988,7 @@ class Olympus:
         self.reconfigurations.append(record)
         self.reconfiguring = None
         self._env.cancel_timer(_WEDGE_TIMER)
-        if self._finishing is not None:
-            # Its assignments went first on the same connections.
-            self._quiesce(self._finishing)
+        self._end.configuration_installed()
         self._log.info(
             "olympus finished reconfiguration {from_} -> {to} in {duration_s} s",
             from_=old.number, to=old.number + 1, duration_s=record["duration_s"],
@@ -1038,95 +997,21 @@ class Olympus:
         # Clients hear of it once its replicas are ready (_on_ready).
 
     # ------------------------------------------------------------------
-    # End of run
+    # End of run: in L{RunEnd}
 
     def _on_finish_run(self, sender: Peer, signer: str, message: FinishRun) -> None:
-        if self._finishing is not None:
-            self._reject(sender, "the run is already finishing")
-            return
-        finishing = self._finishing = _Finishing(driver=sender)
-        self._env.cancel_timer(_ANNOUNCE_TIMER)
-        self._log.info(
-            "olympus winding up the run ({reason}){waiting}",
-            reason=clip(message.reason),
-            workload_done=message.workload_done,
-            waiting=(
-                f": waiting for the reconfiguration of configuration "
-                f"{self.reconfiguring.number} to end"
-                if self.reconfiguring is not None and message.workload_done else ""
-            ),
-            event="bcr.finish", node=self.name,
-        )
-        if self.configuration is None:
-            self._retire_all(finishing)
-        elif not message.workload_done:
-            # The run failed or was ended: what is in flight no longer matters.
-            self._abandon_reconfiguration()
-            self._retire_all(finishing)
-        elif self.reconfiguring is not None:
-            self._env.start_timer(_FINISH_TIMER, self._reconfiguration_allowance_s())
-        else:
-            self._quiesce(finishing)
-
-    def _reconfiguration_allowance_s(self) -> float:
-        """
-        How long a run's end waits for a reconfiguration: the wedge step and
-        t+1 quorum attempts of two steps each (catch-up, running state).
-        """
-        return (2 * self._case.t + 3) * self._case.step_timeout_s
-
-    def _quiesce(self, finishing: _Finishing) -> None:
-        """Ask the current configuration to finish its work in flight."""
-        assert self.configuration is not None
-        number = self.configuration.number
-        finishing.quiescing = number
-        finishing.quiescent = set()
-        # The clients are done: a configuration installed now is not announced.
-        self._env.cancel_timer(_ANNOUNCE_TIMER)
-        for replica in self.configuration.replicas:
-            self._send_sealed(peer_of(replica), Quiesce(number), number)
-        # A replica drains for at most one step timeout, then answers.
-        self._env.start_timer(_FINISH_TIMER, 2 * self._case.step_timeout_s)
+        self._end.on_finish_run(sender, message)
 
     def _on_quiescent(self, sender: Peer, signer: str, message: Quiescent) -> None:
-        finishing = self._finishing
-        if finishing is None or finishing.quiescing != message.configuration:
-            # Late (a reconfiguration began, or the deadline passed): harmless.
-            return
-        finishing.quiescent.add(message.index)
-        if not message.drained:
-            self._log.warn(
-                "olympus: {replica} is quiescent with work still in flight",
-                replica=signer, event="bcr.quiescent", drained=False, node=self.name,
-            )
-        assert self.configuration is not None
-        if len(finishing.quiescent) == len(self.configuration.replicas):
-            self._retire_all(finishing)
+        self._end.on_quiescent(signer, message)
 
-    def _finish_step_expired(self, finishing: _Finishing) -> None:
-        if finishing.retiring:
-            # Not an error in itself: a crashed replica never answers.  The
-            # report names the silent ones; the verdict needs t+1 answers.
-            self._log.warn(
-                "olympus: no final state from replicas {missing} before the deadline",
-                missing=self._silent(), event="bcr.final_state_timeout", node=self.name,
-            )
-            self._report()
-            return
-        if self.reconfiguring is not None:
-            self._abandon_reconfiguration()
-        else:
-            # Crashed or stalled replicas never answer; retiring them is
-            # all that is left to do.
-            assert self.configuration is not None
-            self._log.warn(
-                "olympus: replicas {silent} did not say they are quiescent in time",
-                silent=_missing(len(self.configuration.replicas), finishing.quiescent),
-                event="bcr.quiesce_timeout", node=self.name,
-            )
-        self._retire_all(finishing)
+    def _on_final_state(self, sender: Peer, signer: str, message: FinalState) -> None:
+        self._end.on_final_state(sender, signer, message)
 
-    def _abandon_reconfiguration(self) -> None:
+    def _on_fault_fired(self, sender: Peer, signer: str, message: FaultFired) -> None:
+        self._end.on_fault_fired(sender, signer, message)
+
+    def abandon_reconfiguration(self) -> None:
         """Give up the reconfiguration in flight, if any: the run reports it as an error."""
         state = self.reconfiguring
         if state is None:
@@ -1142,109 +1027,6 @@ class Olympus:
         self._env.cancel_timer(_WEDGE_TIMER)
         self._env.cancel_timer(_STEP_TIMER)
         self.reconfiguring = None
-
-    def _retire_all(self, finishing: _Finishing) -> None:
-        """Retire the current configuration and every spare, then collect final states."""
-        finishing.retiring = True
-        finishing.quiescing = None
-        self._env.cancel_timer(_FINISH_TIMER)
-        finishing.expected = len(self.configuration.replicas) if self.configuration else 0
-        self._log.info(
-            "olympus finishing the run: retiring {count} replicas",
-            count=finishing.expected, event="bcr.retire_all", node=self.name,
-        )
-        if self.configuration is not None:
-            number = self.configuration.number
-            for replica in self.configuration.replicas:
-                self._send_sealed(peer_of(replica), Shutdown(number), number)
-        for spare in self.spares:
-            self._send_sealed(peer_of(spare), Shutdown(-1))
-        if finishing.expected == 0:
-            self._report()
-            return
-        # Replicas may take one step timeout to drain before reporting.
-        self._env.start_timer(_FINISH_TIMER, 2 * self._case.step_timeout_s)
-
-    def _on_final_state(self, sender: Peer, signer: str, message: FinalState) -> None:
-        finishing = self._finishing
-        current = self.configuration
-        if (
-            current is not None and message.configuration < current.number
-            and signer == replica_name(message.configuration, message.index)
-        ):
-            # A replica of a replaced configuration, retired by Olympus.
-            self._log.info(
-                "olympus: retired {replica} reports its final dictionary {state!r}",
-                replica=signer, state=dict(sorted(message.state.items())),
-                last_slot=message.last_slot, event="bcr.retired", node=self.name,
-            )
-            return
-        if finishing is None or not finishing.retiring or finishing.reported:
-            self._reject(sender, "final state outside the end of a run")
-            return
-        if self.configuration is None or signer != replica_name(
-            self.configuration.number, message.index
-        ):
-            # A replica may only report its own dictionary.
-            self._reject(
-                sender,
-                f"final state of replica {message.configuration}.{message.index} "
-                f"sealed by {signer!r}",
-            )
-            return
-        finishing.final_states[message.index] = message
-        self._log.info(
-            "olympus got the final dictionary of {replica}: {state!r}",
-            replica=signer, state=dict(sorted(message.state.items())),
-            last_slot=message.last_slot, event="bcr.final_state", node=self.name,
-        )
-        if len(finishing.final_states) == finishing.expected:
-            self._env.cancel_timer(_FINISH_TIMER)
-            self._report()
-
-    def _on_fault_fired(self, sender: Peer, signer: str, message: FaultFired) -> None:
-        # Only faults the case gave this place, each recorded once: a
-        # replica cannot grow the report beyond its own failures line.
-        planned = self._case.failures_for(message.configuration, message.index)
-        recorded = [
-            f for f in self._faults_fired
-            if (f.configuration, f.index) == (message.configuration, message.index)
-        ]
-        if message in recorded:
-            return
-        if len(recorded) >= len(planned):
-            self._reject(sender, f"more fault reports than {signer} has failures")
-            return
-        self._faults_fired.append(message)
-
-    def _silent(self) -> list[int]:
-        """The replicas of the last configuration whose final state is missing."""
-        assert self._finishing is not None
-        return _missing(self._finishing.expected, self._finishing.final_states)
-
-    def _report(self) -> None:
-        finishing = self._finishing
-        assert finishing is not None and not finishing.reported
-        finishing.reported = True
-        report = RunReport(
-            configuration=self.configuration.number if self.configuration else -1,
-            final_states=tuple(
-                finishing.final_states[i] for i in sorted(finishing.final_states)
-            ),
-            reconfigurations_json=json.dumps(self.reconfigurations),
-            errors=tuple(self.errors + finishing.errors),
-            silent=tuple(self._silent()),
-            placements=tuple(self._placements),
-            # By place; each replica's own in the order it fired them.
-            faults_fired=tuple(
-                sorted(self._faults_fired, key=lambda f: (f.configuration, f.index))
-            ),
-        )
-        self._log.info(
-            "olympus reports the run to {driver}", driver=finishing.driver.address,
-            errors=list(finishing.errors), event="bcr.report", node=self.name,
-        )
-        self._send_sealed(finishing.driver, report)
 
     #: What Olympus accepts from whom (docs/SECURITY.md): the sender's
     #: authenticated key decides, never a name it gives itself.
