@@ -452,6 +452,15 @@ class SupervisorProcessTests(TestCase):
         self.assertEqual((child.protocol.exit_code, child.protocol.signal), (FAILURES_LOGGED, None))
         self.assertIn("1 failure(s) logged", self.read("terminated.stderr"))
 
+    async def test_stale_port_file_removed(self) -> None:
+        """A port file an earlier run left under the child's name is gone before the child starts."""
+        stale = os.path.join(self.directory, "clean.port")
+        with open(stale, "w", encoding="utf-8") as f:
+            f.write("127.0.0.1:1\n")
+        child = self.supervisor.spawn("clean", ["-y", self.write_tac("clean", _CLEAN_TAC)])
+        self.assertIsNone(child.ready_address())
+        await self.supervisor.exit_within(WAIT_S)
+
     async def test_clean_exit(self) -> None:
         """A daemon that logged no failure exits 0: no failure of the run."""
         child = self.supervisor.spawn("clean", ["-y", self.write_tac("clean", _CLEAN_TAC)])

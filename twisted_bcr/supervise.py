@@ -168,6 +168,13 @@ class Supervisor:
         command = twistd_command() + [
             "-n", "--pidfile=", f"--logfile={twistd_log}", *arguments,
         ]
+        port_file = os.path.join(self._directory, f"{name}.port")
+        # A port file left by an earlier run in this directory would make a
+        # dead address look ready.
+        try:
+            os.unlink(port_file)
+        except FileNotFoundError:
+            pass
         protocol = _ChildProtocol()
         with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err, open(
             os.devnull, "rb"
@@ -178,7 +185,7 @@ class Supervisor:
             )
         child = Child(
             name=name,
-            port_file=os.path.join(self._directory, f"{name}.port"),
+            port_file=port_file,
             output_files=[stdout_path, stderr_path, twistd_log],
             protocol=protocol,
             transport=transport,
