@@ -188,3 +188,102 @@ class FaultPluginKeyTests(SynchronousTestCase):
         status, out, err = run_cli("simulate", case)
         self.assertEqual(status, 1)
         self.assertIn(f"{case}:4: unknown failure 'noop'", err)
+
+
+def case_file(test: SynchronousTestCase, text: str) -> str:
+    """A case file holding C{text}, in a fresh temporary path."""
+    path = test.mktemp() + ".txt"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+ONE_CLIENT = "t = 1\nnum_client = 1\nworkload[0] = put('a','b'); get('a')\n"
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    What cannot make a good run is refused before anything starts: one line
+    naming the problem, status 1, no traceback, no log directory made.
+    """
+
+    def assertRefused(self, argv: list[str], expected: str) -> None:
+        log_dir = self.mktemp()
+        status, out, err = run_cli(*argv, "--log-dir", log_dir, "--quiet")
+        self.assertEqual((status, out), (1, ""), err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertTrue(err.startswith("bcr: "), err)
+        self.assertIn(expected, err)
+        self.assertNotIn("Traceback", err)
+        self.assertFalse(os.path.exists(log_dir))
+
+    def test_too_many_requests(self) -> None:
+        """A workload beyond the case's request bound is refused before it is generated."""
+        path = case_file(self, "t = 1\nnum_client = 1\nworkload[0] = pseudorandom(1,1000000000)\n")
+        for command in ("run", "simulate"):
+            with self.subTest(command=command):
+                self.assertRefused(
+                    [command, path], f"{path}:3: 1000000000 requests is too many"
+                )
+
+    def test_requests_bounded_in_all(self) -> None:
+        """The bound holds for all workloads together, not only for each."""
+        path = case_file(
+            self,
+            "t = 1\nnum_client = 2\nworkload[0] = pseudorandom(1,600000)\n"
+            "workload[1] = pseudorandom(2,600000)\n",
+        )
+        self.assertRefused(["simulate", path], f"{path}:4: 600000 requests is too many")
+
+    def test_t_bounded(self) -> None:
+        """t beyond the bound (2t+1 replicas and as many spares) is refused."""
+        path = case_file(self, "t = 100\nnum_client = 1\nworkload[0] = get('a')\n")
+        self.assertRefused(["run", path], f"{path}:1: t may be at most 10")
+
+    def test_clients_bounded(self) -> None:
+        """More clients than the bound are refused."""
+        path = case_file(self, "t = 1\nnum_client = 1000\n")
+        self.assertRefused(["simulate", path], f"{path}:2: num_client may be at most 256")
+
+    def test_no_clients(self) -> None:
+        """A case without clients cannot make a run, in either binding."""
+        path = case_file(self, "t = 1\nnum_client = 0\n")
+        for command in ("run", "simulate"):
+            with self.subTest(command=command):
+                self.assertRefused([command, path], "a run needs at least one client")
+
+    def test_deadline_positive(self) -> None:
+        """A deadline that is not positive is refused."""
+        path = case_file(self, ONE_CLIENT)
+        for command, deadline in (("run", "-5"), ("simulate", "0")):
+            with self.subTest(command=command):
+                self.assertRefused(
+                    [command, path, "--deadline", deadline], "the deadline must be positive"
+                )
+
+    def test_unusable_log_dir(self) -> None:
+        """A log directory that cannot be made is refused with its reason."""
+        path = case_file(self, ONE_CLIENT)
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w", encoding="utf-8"):
+            pass
+        for command in ("run", "simulate"):
+            with self.subTest(command=command):
+                status, out, err = run_cli(
+                    command, path, "--log-dir", os.path.join(blocker, "logs"), "--quiet"
+                )
+                self.assertEqual((status, out), (1, ""), err)
+                self.assertEqual(
+                    err, f"bcr: --log-dir {os.path.join(blocker, 'logs')}: {blocker} is not a directory\n"
+                )
+
+    def test_unwritable_summary(self) -> None:
+        """A summary file that cannot be written is refused before the run, not lost after it."""
+        path = case_file(self, ONE_CLIENT)
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w", encoding="utf-8"):
+            pass
+        summary = os.path.join(blocker, "summary.json")
+        status, out, err = run_cli("simulate", path, "--summary", summary, "--quiet")
+        self.assertEqual((status, out), (1, ""), err)
+        self.assertEqual(err, f"bcr: --summary {summary}: {blocker} is not a directory\n")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import eventsFromJSONLogFile
@@ -456,3 +457,79 @@ class DaemonCommandLineTests(TestCase):
             [line] = output.strip().splitlines()
             self.assertTrue(line.startswith(f"twistd {arguments[0]}: "), line)
             self.assertIn(expected, line)
+
+
+def bcr_command() -> list[str]:
+    """The installed C{bcr} script next to this interpreter, else the same code with C{-m}."""
+    script = os.path.join(os.path.dirname(sys.executable), "bcr")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "twisted_bcr.cli"]
+
+
+class _Collector(ProcessProtocol):
+    """Collects a process's output and fires C{ended} with its exit status."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[Any] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+def running_processes_naming(text: str) -> list[str]:
+    """Command lines of this machine's processes that mention C{text}."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+class InterruptTests(TestCase):
+    """SIGTERM to bcr ends the whole tree of processes and still prints the verdict."""
+
+    timeout = 120
+
+    async def test_sigterm_ends_the_tree(self) -> None:
+        """
+        bcr forwards SIGTERM to its launcher, which kills every daemon and
+        writes the summary; bcr prints the verdict and exits 130, and no
+        process of the run is left.
+        """
+        from twisted.internet import reactor
+
+        log_dir = os.path.abspath(self.mktemp())
+        collector = _Collector()
+        command = bcr_command() + [
+            "run", os.path.join(CASES, "perform900.txt"), "--log-dir", log_dir, "--quiet",
+        ]
+        process = reactor.spawnProcess(
+            collector, command[0], command, env=child_environment()
+        )
+        # Wait for the run to be under way: the last spare is listening.
+        await poll(lambda: os.path.exists(os.path.join(log_dir, "perform900-spare-4.port")),
+                   RUN_DEADLINE_S)
+        process.signalProcess("TERM")
+        status = await collector.ended.addTimeout(RUN_DEADLINE_S, reactor)
+        output = collector.output.decode("utf-8", "replace")
+        self.assertEqual(status, 130, output)
+        self.assertIn("FAIL: perform900 (processes)", output)
+        self.assertNotIn("Traceback", output)
+        with open(os.path.join(log_dir, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        self.assertIn("interrupted: the launcher is shutting down", summary["errors"])
+        self.assertEqual(running_processes_naming(log_dir), [])

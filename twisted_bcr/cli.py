@@ -120,14 +120,55 @@ def _load_case(path: str, plugin_dirs: Sequence[str] = ()) -> tuple[Case, Regist
     return case, registry
 
 
-def _write_json(path: str | None, document: Any) -> None:
+def _unwritable(path: str, directory: bool) -> str | None:
+    """
+    Why C{path} (a directory to make or use, or a file to write) cannot be
+    written, or None; nothing is created to find out.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if directory and not os.path.isdir(path):
+            return f"{path} is not a directory"
+        if not directory and os.path.isdir(path):
+            return f"{path} is a directory"
+        wanted = os.W_OK | (os.X_OK if directory else 0)
+        return None if os.access(path, wanted) else "permission denied"
+    ancestor = os.path.dirname(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"{ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"permission denied in {ancestor}"
+    return None
+
+
+def _check_outputs(args: argparse.Namespace, json_option: str = "summary") -> None:
+    """
+    Refuse, before anything runs, a log directory or JSON file that cannot
+    be written: a run's verdict must not be lost at its end.
+    """
+    for option, path, directory in (
+        ("--log-dir", getattr(args, "log_dir", None), True),
+        (f"--{json_option}", getattr(args, json_option, None), False),
+    ):
+        if path is not None and (why := _unwritable(path, directory)) is not None:
+            raise UsageProblem(f"{option} {path}: {why}")
+
+
+def _write_json(option: str, path: str | None, document: Any) -> int:
+    """Write C{document} to C{path}; 0, or 1 after a one-line error."""
     if path is None:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    make_private_directory(directory)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(document, f, indent=2, sort_keys=False)
-        f.write("\n")
+        return 0
+    try:
+        make_private_directory(os.path.dirname(os.path.abspath(path)))
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, sort_keys=False)
+            f.write("\n")
+    except OSError as e:
+        print(f"bcr: {option} {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_summary(summary: dict[str, Any], quiet: bool) -> None:
@@ -156,13 +197,17 @@ def _simulate(args: argparse.Namespace) -> int:
     case, registry = _load_case(args.case, args.fault_plugins)
     if args.chaos < 0:
         raise UsageProblem("--chaos must be at least 0")
-    summary = simulate(
-        case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline,
-        chaos=args.chaos, registry=registry,
-    )
-    _write_json(args.summary, summary)
+    _check_outputs(args)
+    try:
+        summary = simulate(
+            case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline,
+            chaos=args.chaos, registry=registry,
+        )
+    except CaseError as e:
+        raise UsageProblem(str(e)) from None
     _print_summary(summary, args.quiet)
-    return 0 if summary["ok"] else 1
+    written = _write_json("--summary", args.summary, summary)
+    return 0 if summary["ok"] and not written else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -172,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     hosts = _hosts(args.hosts)
     if args.spares is not None and args.spares < 0:
         raise UsageProblem("--spares must be at least 0")
+    _check_outputs(args)
     try:
         summary = launch.run_case_blocking(
             case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
@@ -180,9 +226,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageProblem(str(e)) from None
-    _write_json(args.summary, summary)
     _print_summary(summary, args.quiet)
-    return 0 if summary["ok"] else 1
+    written = _write_json("--summary", args.summary, summary)
+    if summary.get("interrupted"):
+        return 130
+    return 0 if summary["ok"] and not written else 1
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -197,13 +245,14 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageProblem(str(e)) from None
     if args.kill_head_after is not None and args.kill_head_after < 1:
         raise UsageProblem("--kill-head-after must be at least 1")
+    _check_outputs(args, "output")
     result = bench.run_benchmark(
         case, runs=args.runs, log_dir=args.log_dir, hosts=_hosts(args.hosts),
         kill_head_after=args.kill_head_after,
     )
-    _write_json(args.output, result)
     print(json.dumps(result, indent=2))
-    return 0 if result["ok"] else 1
+    written = _write_json("--output", args.output, result)
+    return 0 if result["ok"] and not written else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

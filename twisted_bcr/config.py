@@ -59,6 +59,14 @@ FAILURES: Final[dict[str, int]] = {
     "drop_checkpt_stmts": 0,
 }
 
+#: The most a case may ask for (docs/DECISIONS.md "Case files"): beyond
+#: these a run would exhaust the machine (memory for the workloads, 2 (2t+1)
+#: processes) before it could say anything useful.
+MAX_T: Final = 10
+MAX_CLIENTS: Final = 256
+#: Requests in all workloads together.
+MAX_REQUESTS: Final = 1_000_000
+
 DEFAULT_TIMEOUT_MS: Final = 3000
 DEFAULT_CHECKPT_INTERVAL: Final = 100
 
@@ -281,7 +289,9 @@ def parse_case_text(
         """C{"<file>:<line>"} of the (last) definition of C{key}."""
         return f"{path}:{lines[key]}"
 
-    def integer(key: str, default: int | None, minimum: int) -> int:
+    def integer(
+        key: str, default: int | None, minimum: int, maximum: int | None = None
+    ) -> int:
         """Read integer C{key}, or C{default}; C{None} means required."""
         if key not in values:
             if default is None:
@@ -291,10 +301,12 @@ def parse_case_text(
         if number is None or number < minimum:
             kind = "a positive" if minimum > 0 else "a non-negative"
             raise CaseError(where(key), f"{key} must be {kind} integer", values[key])
+        if maximum is not None and number > maximum:
+            raise CaseError(where(key), f"{key} may be at most {maximum}", values[key])
         return number
 
-    t = integer("t", None, 0)
-    num_client = integer("num_client", None, 0)
+    t = integer("t", None, 0, MAX_T)
+    num_client = integer("num_client", None, 0, MAX_CLIENTS)
     # SPEC §6.1: a client timeout of 0 must work (the client retransmits
     # after its 1 ms floor); the other timeouts and the interval may not be 0.
     client_timeout_ms = integer("client_timeout", DEFAULT_TIMEOUT_MS, 0)
@@ -313,6 +325,7 @@ def parse_case_text(
     workloads: dict[int, tuple[OperationCall, ...]] = {}
     failure_texts: dict[tuple[int, int], str] = {}
     failure_pairs: dict[tuple[int, int], tuple[FaultPair, ...]] = {}
+    requests_left = MAX_REQUESTS
     for key, value in values.items():
         indexed = _INDEXED_KEY.fullmatch(key)
         if indexed is None:
@@ -326,7 +339,8 @@ def parse_case_text(
                     f" client(s) (num_client = {num_client})"
                 )
                 continue
-            workloads[client] = parse_workload(value, where(key))
+            workloads[client] = parse_workload(value, where(key), requests_left)
+            requests_left -= len(workloads[client])
             workload_texts[client] = value
         elif base == "failures":
             configuration, position = _parse_index(index_text, 2, key, where(key))
@@ -377,11 +391,15 @@ def parse_case_text(
     )
 
 
-def parse_workload(text: str, where: str = "<workload>") -> tuple[OperationCall, ...]:
+def parse_workload(
+    text: str, where: str = "<workload>", most: int = MAX_REQUESTS
+) -> tuple[OperationCall, ...]:
     """
     Parse a C{workload[i]} value (SPEC §10.3) into its operations.
 
     @param text: C{pseudorandom(seed, n)} or C{op(args); op(args); ...}.
+    @param most: How many requests it may have (what the case has left of
+        L{MAX_REQUESTS}).
     @param where: C{"<file>:<line>"} for error messages.
     @raise CaseError: For a malformed operation, an unknown operation name
         or a wrong argument count.
@@ -389,7 +407,10 @@ def parse_workload(text: str, where: str = "<workload>") -> tuple[OperationCall,
     text = text.strip()
     generated = _PSEUDORANDOM.fullmatch(text)
     if generated is not None:
-        return tuple(pseudorandom(int(generated.group(1)), int(generated.group(2))))
+        count = int(generated.group(2))
+        if count > most:
+            raise CaseError(where, _too_many_requests(count, most), text)
+        return tuple(pseudorandom(int(generated.group(1)), count))
     if text.startswith("pseudorandom"):
         raise CaseError(where, "expected pseudorandom(seed, n) with two integers", text)
     operations: list[OperationCall] = []
@@ -415,7 +436,16 @@ def parse_workload(text: str, where: str = "<workload>") -> tuple[OperationCall,
                 item,
             )
         operations.append((name, arguments))
+    if len(operations) > most:
+        raise CaseError(where, _too_many_requests(len(operations), most), text[:60])
     return tuple(operations)
+
+
+def _too_many_requests(count: int, most: int) -> str:
+    return (
+        f"{count} requests is too many: a case may have {MAX_REQUESTS} in all"
+        f" workloads, and {most} are left for this one"
+    )
 
 
 def parse_failures(

@@ -39,8 +39,10 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -60,7 +62,7 @@ from twisted.python.failure import Failure
 from twisted_bcr import crypto, faults
 from twisted_bcr.admission import write_admission
 from twisted_bcr.checking import build_summary
-from twisted_bcr.config import Case, CaseError, parse_case
+from twisted_bcr.config import Case, parse_case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.files import make_private_directory, write_atomically
@@ -789,6 +791,26 @@ def _write_case_file(case: Case, path: str, registry: faults.Registry) -> None:
         raise RuntimeError(f"{path} does not read back as the case it was written from")
 
 
+def _spec(
+    case: Case | str, deadline_s: float | None, spares: int | None, fault_plugins: Sequence[str]
+) -> tuple[Case, RunSpec]:
+    """
+    The case (read if a path) and its checked run spec, before anything is
+    created.
+
+    @raise CaseError: the case or the options cannot make a run.
+    @raise faults.PluginError: a fault plugin directory cannot be used.
+    """
+    if isinstance(case, str):
+        case, _ = faults.load_case(case, fault_plugins)
+    spec = RunSpec.checked(
+        case,
+        deadline_s if deadline_s is not None else case.default_deadline_s,
+        spares if spares is not None else case.num_replicas,
+    )
+    return case, spec
+
+
 def _default_log_dir(stem: str) -> str:
     timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     base = os.path.join("runs", f"{stem}-{timestamp}")
@@ -863,14 +885,8 @@ async def run_case(
     @raise CaseError: The case file is unusable; nothing was started.
     """
     external = _external_olympus(olympus, olympus_key_file, kill_head_after)
+    case, spec = _spec(case, deadline_s, spares, fault_plugins)
     case, stem, directory, case_file = _prepare(case, log_dir, fault_plugins)
-    if spares is None:
-        spares = case.num_replicas
-    if spares < 0:
-        raise CaseError(case.path, f"cannot keep {spares} spares")
-    spec = RunSpec(
-        case, deadline_s if deadline_s is not None else case.default_deadline_s, spares
-    )
     options = ProcessesOptions(
         stem=stem,
         case_file=case_file,
@@ -928,6 +944,7 @@ def run_case_blocking(
     @raise ValueError: The running Olympus given cannot be used.
     """
     _external_olympus(olympus, olympus_key_file, kill_head_after)
+    case, _ = _spec(case, deadline_s, spares, fault_plugins)
     case, stem, directory, case_file = _prepare(case, log_dir, fault_plugins)
     summary_path = os.path.join(directory, "summary.json")
     if os.path.exists(summary_path):
@@ -952,24 +969,30 @@ def run_case_blocking(
     bound = (deadline_s if deadline_s is not None else case.default_deadline_s) + (
         EXIT_GRACE_S + 2 * TERMINATE_GRACE_S + LAUNCHER_MARGIN_S
     )
+    interrupted = False
+
+    def forward_sigterm(signum: int, frame: Any) -> None:
+        # SIGTERM reached only us: the launcher must end its whole tree.
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    previous = (
+        signal.signal(signal.SIGTERM, forward_sigterm)
+        if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         status = process.wait(timeout=bound)
     except subprocess.TimeoutExpired:
-        process.terminate()
-        try:
-            status = process.wait(timeout=EXIT_GRACE_S + 2 * TERMINATE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            status = process.wait()
-    except BaseException:
-        # Control-C reached the launcher too; let it kill its children and
-        # write its summary before giving up on it.
-        try:
-            process.wait(timeout=EXIT_GRACE_S + 2 * TERMINATE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        raise
+        status = _stop_launcher(process, first_wait_s=0.0)
+    except KeyboardInterrupt:
+        # Control-C reached the launcher too (or SIGTERM was forwarded):
+        # let it kill its children and write its summary, then report it.
+        interrupted = True
+        status = _stop_launcher(process, first_wait_s=EXIT_GRACE_S + 2 * TERMINATE_GRACE_S)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     try:
         with open(summary_path, encoding="utf-8") as f:
             summary: dict[str, Any] = json.load(f)
@@ -979,7 +1002,27 @@ def run_case_blocking(
             [f"the launcher process ended with status {status} and no summary ({e})"],
         )
         summary["log_dir"] = directory
+    if interrupted:
+        summary["interrupted"] = True
     return summary
+
+
+def _stop_launcher(process: subprocess.Popen[bytes], first_wait_s: float) -> int:
+    """
+    Let the launcher process end by itself within C{first_wait_s}; else
+    SIGTERM (it then kills its children and writes its summary), and SIGKILL
+    if even that does not end it.
+    """
+    try:
+        return process.wait(timeout=first_wait_s)
+    except subprocess.TimeoutExpired:
+        pass
+    process.terminate()
+    try:
+        return process.wait(timeout=EXIT_GRACE_S + 2 * TERMINATE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def _options(argv: Sequence[str]) -> argparse.Namespace:

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from twisted_bcr.checking import build_summary
-from twisted_bcr.config import Case
+from twisted_bcr.config import Case, CaseError
 from twisted_bcr.core.client import ClientOutcome
 from twisted_bcr.messages import RunReport
 
@@ -80,6 +80,22 @@ class RunSpec:
     deadline_s: float
     #: Spare replicas kept beyond configuration 0.
     spares: int
+
+    @classmethod
+    def checked(cls, case: Case, deadline_s: float, spares: int) -> RunSpec:
+        """
+        The spec of a run of C{case}, refused before anything starts if the
+        run could not end well.
+
+        @raise CaseError: one line naming the problem.
+        """
+        if case.num_client < 1:
+            raise CaseError(case.path, "num_client = 0: a run needs at least one client")
+        if not deadline_s > 0:
+            raise CaseError(case.path, f"the deadline must be positive, not {deadline_s}")
+        if spares < 0:
+            raise CaseError(case.path, f"cannot keep {spares} spares")
+        return cls(case, deadline_s, spares)
 
 
 class RunBinding(Protocol):

@@ -519,14 +519,14 @@ def simulate(
     @param registry: The fault plugins the case's failures name; by default
         the built-ins.
     """
-    files: list[Any] = []
-    if log_dir is not None:
-        make_private_directory(log_dir)
-    spec = RunSpec(
+    spec = RunSpec.checked(
         case,
         deadline_s if deadline_s is not None else case.default_deadline_s,
         spares if spares is not None else default_spares(case, chaos),
     )
+    files: list[Any] = []
+    if log_dir is not None:
+        make_private_directory(log_dir)
     try:
         cluster = build_cluster(
             case, seed, log_dir, spares=spec.spares, open_files=files, registry=registry
