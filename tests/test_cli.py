@@ -287,3 +287,46 @@ class RefusalTests(SynchronousTestCase):
         status, out, err = run_cli("simulate", path, "--summary", summary, "--quiet")
         self.assertEqual((status, out), (1, ""), err)
         self.assertEqual(err, f"bcr: --summary {summary}: {blocker} is not a directory\n")
+
+
+class PackagedCaseTests(SynchronousTestCase):
+    """The example cases ship in the package: named from any directory, listed by bcr cases."""
+
+    def setUp(self) -> None:
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        here = os.getcwd()
+        os.chdir(elsewhere)
+        self.addCleanup(os.chdir, here)
+
+    def test_lists_every_example(self) -> None:
+        """One line per case of etc/cases, with its size, then where they are."""
+        status, out, err = run_cli("cases")
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        names = sorted(f[:-4] for f in os.listdir(CASES) if f.endswith(".txt"))
+        self.assertEqual([line.split()[0] for line in lines[:-1]], names)
+        self.assertIn("t=2, 3 client(s), 900 request(s), no failures", out)
+        self.assertTrue(lines[-1].startswith("(in "), lines[-1])
+
+    def test_named_case_from_another_directory(self) -> None:
+        """A packaged case runs by name, with or without .txt, wherever bcr is started."""
+        for name in ("trailing_checkpoint", "trailing_checkpoint.txt"):
+            with self.subTest(name=name):
+                status, out, err = run_cli("simulate", name, "--quiet")
+                self.assertEqual((status, err), (0, ""))
+                self.assertTrue(out.startswith("PASS: trailing_checkpoint (simulation)"), out)
+
+    def test_default_case_from_another_directory(self) -> None:
+        """With no case, bcr simulate runs the packaged failure-free case."""
+        status, out, err = run_cli("simulate", "--quiet")
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(out.startswith("PASS: test1 (simulation): 16 requests"), out)
+
+    def test_a_file_wins_over_a_packaged_name(self) -> None:
+        """A file in the working directory is what a bare name means, if it exists."""
+        with open("perform900", "w", encoding="utf-8") as f:
+            f.write("t = 0\nnum_client = 1\nworkload[0] = get('x')\n")
+        status, out, err = run_cli("simulate", "perform900", "--quiet")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("1 requests", out)

@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted_bcr.config import Case, CaseError
+from twisted_bcr.examples import cases_directory, examples, resolve_case
 from twisted_bcr.faults import PluginError, Registry, load_case
 from twisted_bcr.files import make_private_directory
 
 #: The case the README's quick start runs.
-DEFAULT_CASE = os.path.join("etc", "cases", "failure_free.txt")
+#: The packaged case C{bcr run} and C{bcr simulate} run by default.
+DEFAULT_CASE = "failure_free"
+CASE_HELP = "case file, or the name of a packaged case (bcr cases lists them)"
 
 
 class UsageProblem(Exception):
@@ -37,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run a case with real twistd processes on this host"
     )
-    run.add_argument("case", nargs="?", default=DEFAULT_CASE, help="course-format case file")
+    run.add_argument("case", nargs="?", default=DEFAULT_CASE, help=CASE_HELP)
     run.add_argument("--summary", help="where to write the summary JSON")
     run.add_argument("--log-dir", help="directory for every process's logs")
     run.add_argument("--deadline", type=float, help="seconds before the run is abandoned")
@@ -68,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate", help="run a case in the deterministic simulation"
     )
-    simulate.add_argument("case", nargs="?", default=DEFAULT_CASE)
+    simulate.add_argument("case", nargs="?", default=DEFAULT_CASE, help=CASE_HELP)
     simulate.add_argument("--seed", type=int, default=0, help="seed of the simulated run")
     simulate.add_argument("--summary", help="where to write the summary JSON")
     simulate.add_argument("--log-dir", help="directory for every node's logs")
@@ -83,11 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--quiet", action="store_true")
 
+    commands.add_parser("cases", help="list the example cases shipped with bcr")
     bench = commands.add_parser(
         "bench", help="measure throughput and latency with real processes"
     )
     bench.add_argument(
-        "case", nargs="?", default=os.path.join("etc", "cases", "perform900.txt")
+        "case", nargs="?", default="perform900", help=CASE_HELP
     )
     bench.add_argument("--runs", type=int, default=3, help="how many runs (median reported)")
     bench.add_argument("--clients", type=int, help="override the number of clients")
@@ -112,7 +116,7 @@ def _load_case(path: str, plugin_dirs: Sequence[str] = ()) -> tuple[Case, Regist
     warnings go to standard error, naming the user's file and line.
     """
     try:
-        case, registry = load_case(path, plugin_dirs)
+        case, registry = load_case(resolve_case(path), plugin_dirs)
     except (CaseError, PluginError) as e:
         raise UsageProblem(str(e)) from None
     for warning in case.warnings:
@@ -255,6 +259,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if result["ok"] and not written else 1
 
 
+def _cases(args: argparse.Namespace) -> int:
+    listed = examples()
+    width = max(len(e.name) for e in listed)
+    for example in listed:
+        print(f"{example.name:<{width}}  {example.summary}")
+    print(f"(in {cases_directory()}; run one with: bcr run NAME)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the C{bcr} script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -263,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "cases":
+            return _cases(args)
         return _bench(args)
     except UsageProblem as e:
         print(f"bcr: {e}", file=sys.stderr)
