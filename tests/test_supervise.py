@@ -199,6 +199,28 @@ class ChildTests(SynchronousTestCase):
             child.failure_text(), "olympus ended with exit status 1 (see olympus.stderr)"
         )
 
+    def test_cause_from_standard_error(self) -> None:
+        """
+        The failure line quotes the last line the child wrote to standard
+        error, without twistd's prefix: a bind error names itself.
+        """
+        stderr = self.mktemp()
+        with open(stderr, "w", encoding="utf-8") as f:
+            f.write(
+                "2026-12-03T01:57:57+0000 [twisted.scripts._twistd_unix.UnixAppLogger#info]"
+                " reactor class: EPollReactor.\n"
+                "2026-12-03T01:57:57+0000 [twisted_bcr.net.node#error] olympus could not"
+                " start: Couldn't listen on 10.9.9.9:0: [Errno 99] Cannot assign requested"
+                " address.\n\n"
+            )
+        child = fake_child(name="olympus", reason=ProcessTerminated(exitCode=1))
+        child.output_files[:] = ["olympus.stdout", stderr]
+        self.assertEqual(
+            child.failure_text(),
+            "olympus ended with exit status 1: olympus could not start: Couldn't listen on"
+            " 10.9.9.9:0: [Errno 99] Cannot assign requested address. (see olympus.stderr)",
+        )
+
     def test_ended_fires(self) -> None:
         """The protocol's ended fires once the process ended, with what ended it noted."""
         child = fake_child()
@@ -426,7 +448,9 @@ class SupervisorProcessTests(TestCase):
         self.assertEqual((child.protocol.exit_code, child.protocol.signal), (FAILURES_LOGGED, None))
         self.assertEqual(child.status_text(), "exit status 70")
         self.assertEqual(
-            child.failure_text(), "failing logged failures (see failing.log and .stderr)"
+            child.failure_text(),
+            "failing logged failures: 1 failure(s) logged; last: ZeroDivisionError:"
+            " division by zero (see failing.log and .stderr)",
         )
         self.assertEqual(self.supervisor.failures(), [child.failure_text()])
         # twistd's own log has the traceback.

@@ -92,9 +92,34 @@ class Child:
         code = self.protocol.exit_code
         if self.running or self.protocol.signal is not None or code in (0, CRASH_STATUS):
             return None
+        said = self.last_words()
+        cause = f": {said}" if said else ""
         if code == FAILURES_LOGGED:
-            return f"{self.name} logged failures (see {self.name}.log and .stderr)"
-        return f"{self.name} ended with exit status {code} (see {self.name}.stderr)"
+            return f"{self.name} logged failures{cause} (see {self.name}.log and .stderr)"
+        return f"{self.name} ended with exit status {code}{cause} (see {self.name}.stderr)"
+
+    def last_words(self) -> str:
+        """
+        The last line the child wrote to its standard error, without
+        twistd's time and source prefix: shown to say why it failed (its
+        exit status decided that), at most 300 characters.
+        """
+        if len(self.output_files) < 2:
+            return ""
+        try:
+            with open(self.output_files[1], "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(f.tell() - 4096, 0))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        if not lines:
+            return ""
+        last = lines[-1]
+        if last.startswith("20") and "] " in last:
+            last = last.split("] ", 1)[1]
+        return last[:300]
 
     def ready_address(self) -> str | None:
         """HOST:PORT from the port file it writes once listening, or None yet."""
