@@ -330,3 +330,41 @@ class PackagedCaseTests(SynchronousTestCase):
         status, out, err = run_cli("simulate", "perform900", "--quiet")
         self.assertEqual((status, err), (0, ""))
         self.assertIn("1 requests", out)
+
+
+class OutputTests(SynchronousTestCase):
+    """A person reads a short table; --json gives the whole summary; the last line is the verdict."""
+
+    def test_table_by_default(self) -> None:
+        """The table names the verdict, the work, the configurations and the faults that fired, in plain text."""
+        status, out, err = run_cli("simulate", os.path.join(CASES, "trailing_checkpoint.txt"))
+        self.assertEqual((status, err), (0, ""))
+        lines = [line.rstrip() for line in out.splitlines()]
+        self.assertEqual(lines[0].split(), ["verdict", "PASS"])
+        self.assertIn("requests        4 of 4 accepted, 1 client(s), 0 retransmission(s)", lines)
+        self.assertIn("configurations  2, 0 -> 1 asked by replica 0.1", lines)
+        self.assertIn("faults fired    0.1 shuttle(0,0), extra_op()", lines)
+        self.assertTrue(any("(simulated)" in line for line in lines if line.startswith("latency")))
+        self.assertNotIn("\x1b[", out)
+        self.assertTrue(lines[-1].startswith("PASS: trailing_checkpoint (simulation): 4 requests"))
+        self.assertIn("s (simulated)", lines[-1])
+
+    def test_json(self) -> None:
+        """--json prints the summary as JSON, then the verdict line."""
+        status, out, err = run_cli(
+            "simulate", os.path.join(CASES, "trailing_checkpoint.txt"), "--json"
+        )
+        self.assertEqual((status, err), (0, ""))
+        *document, last = out.rstrip("\n").split("\n")
+        summary = json.loads("\n".join(document))
+        self.assertEqual(summary["faults_fired"][0]["failure"], "extra_op()")
+        self.assertTrue(last.startswith("PASS: "))
+
+    def test_failed_run_lists_its_errors(self) -> None:
+        """Each error of a failed run is a row of the table."""
+        path = case_file(self, ONE_CLIENT)
+        status, out, err = run_cli("simulate", path, "--deadline", "0.0001")
+        self.assertEqual(status, 1, err)
+        self.assertIn("FAIL", out.splitlines()[0])
+        self.assertIn("errors          the deadline", out)
+        self.assertTrue(out.splitlines()[-1].startswith("FAIL: "))

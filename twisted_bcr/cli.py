@@ -20,6 +20,7 @@ from twisted_bcr.config import Case, CaseError
 from twisted_bcr.examples import cases_directory, examples, resolve_case
 from twisted_bcr.faults import PluginError, Registry, load_case
 from twisted_bcr.files import make_private_directory
+from twisted_bcr.verdict import print_table, verdict_line
 
 #: The case the README's quick start runs.
 #: The packaged case C{bcr run} and C{bcr simulate} run by default.
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fault-plugins", action="append", default=[], metavar="DIR",
         help="also load fault plugins from DIR (repeatable)",
     )
-    run.add_argument("--quiet", action="store_true", help="print only PASS/FAIL")
+    _output_options(run)
 
     simulate = commands.add_parser(
         "simulate", help="run a case in the deterministic simulation"
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fault-plugins", action="append", default=[], metavar="DIR",
         help="also load fault plugins from DIR (repeatable)",
     )
-    simulate.add_argument("--quiet", action="store_true")
+    _output_options(simulate)
 
     commands.add_parser("cases", help="list the example cases shipped with bcr")
     bench = commands.add_parser(
@@ -175,15 +176,22 @@ def _write_json(option: str, path: str | None, document: Any) -> int:
     return 0
 
 
-def _print_summary(summary: dict[str, Any], quiet: bool) -> None:
-    if not quiet:
-        print(json.dumps(summary, indent=2))
-    verdict = "PASS" if summary["ok"] else "FAIL"
-    print(
-        f"{verdict}: {summary['case']} ({summary['mode']}): {summary['requests']} "
-        f"requests in {summary['elapsed_s']} s, {summary['configurations']} "
-        f"configuration(s), {len(summary['errors'])} error(s)"
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--quiet", action="store_true", help="print only the PASS/FAIL line"
     )
+    shown.add_argument(
+        "--json", action="store_true", help="print the whole summary JSON, not the table"
+    )
+
+
+def _print_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print_table(summary, sys.stdout)
+    print(verdict_line(summary))
 
 
 def _hosts(text: str | None) -> list[str] | None:
@@ -209,7 +217,7 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     except CaseError as e:
         raise UsageProblem(str(e)) from None
-    _print_summary(summary, args.quiet)
+    _print_summary(summary, args)
     written = _write_json("--summary", args.summary, summary)
     return 0 if summary["ok"] and not written else 1
 
@@ -230,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageProblem(str(e)) from None
-    _print_summary(summary, args.quiet)
+    _print_summary(summary, args)
     written = _write_json("--summary", args.summary, summary)
     if summary.get("interrupted"):
         return 130

@@ -1,0 +1,95 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+What C{bcr run} and C{bcr simulate} print at the end of a run: a short
+table a person can read (rich), then one C{PASS:}/C{FAIL:} line that
+scripts may look for.  The whole summary stays in C{summary.json} and
+C{--json} prints it.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_table", "verdict_line"]
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    """The last line of every run's output."""
+    verdict = "PASS" if summary["ok"] else "FAIL"
+    unit = " s (simulated)" if summary["mode"] == "simulation" else " s"
+    return (
+        f"{verdict}: {summary['case']} ({summary['mode']}): {summary['requests']} "
+        f"requests in {summary['elapsed_s']}{unit}, {summary['configurations']} "
+        f"configuration(s), {len(summary['errors'])} error(s)"
+    )
+
+
+def print_table(summary: dict[str, Any], file: IO[str]) -> None:
+    """The run at a glance: verdict, work, speed, configurations, faults, errors, logs."""
+    simulated = summary["mode"] == "simulation"
+    seconds = "s (simulated)" if simulated else "s"
+    clients = summary["clients"]
+    asked = sum(c["requests"] for c in clients)
+    latency = summary["latency_ms"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row(
+        "verdict", "[green]PASS[/green]" if summary["ok"] else "[red]FAIL[/red]"
+    )
+    table.add_row("case", f"{summary['case']} ({summary['mode']})")
+    table.add_row(
+        "requests",
+        f"{summary['requests']} of {asked} accepted, {len(clients)} client(s), "
+        f"{sum(c['retransmissions'] for c in clients)} retransmission(s)",
+    )
+    table.add_row(
+        "workload",
+        f"{summary['workload_s']} {seconds}, {summary['throughput_ops_s']} requests/s"
+        f" (whole run {summary['elapsed_s']} {seconds})",
+    )
+    table.add_row(
+        "latency",
+        f"p50 {latency['p50']} / p90 {latency['p90']} / p99 {latency['p99']} / "
+        f"max {latency['max']} ms" + (" (simulated)" if simulated else ""),
+    )
+    reconfigurations = summary["reconfigurations"]
+    table.add_row(
+        "configurations",
+        f"{summary['configurations']}, "
+        + (
+            "; ".join(
+                f"{r['from']} -> {r['to']} asked by {', '.join(r['requested_by'])}"
+                for r in reconfigurations
+            )
+            or "no reconfiguration"
+        ),
+    )
+    fired = summary["faults_fired"]
+    table.add_row(
+        "faults fired",
+        "; ".join(
+            f"{f['configuration']}.{f['replica']} {f['trigger']}, {f['failure']}" for f in fired
+        )
+        or "none",
+    )
+    table.add_row("replicas", _replicas(summary))
+    for number, error in enumerate(summary["errors"] or ["none"]):
+        table.add_row("errors" if number == 0 else "", error)
+    if "log_dir" in summary:
+        table.add_row("logs", str(summary["log_dir"]))
+    Console(file=file, highlight=False, soft_wrap=False).print(table)
+
+
+def _replicas(summary: dict[str, Any]) -> str:
+    parts = ["agree" if summary["replicas_agree"] else "[red]disagree[/red]"]
+    if summary["byzantine_replicas"]:
+        parts.append(f"Byzantine (left out): {summary['byzantine_replicas']}")
+    if summary["diverging_replicas"]:
+        parts.append(f"diverging: {summary['diverging_replicas']}")
+    if summary["silent_replicas"]:
+        parts.append(f"silent: {summary['silent_replicas']}")
+    return ", ".join(parts)
