@@ -29,6 +29,7 @@ from twisted_bcr import codec, crypto
 from twisted_bcr.config import parse_case
 from twisted_bcr.faults import load_registry
 from twisted_bcr.launch import (
+    Progress,
     ReadyInfo,
     _write_case_file,
     case_file_text,
@@ -533,3 +534,29 @@ class InterruptTests(TestCase):
             summary = json.load(f)
         self.assertIn("interrupted: the launcher is shutting down", summary["errors"])
         self.assertEqual(running_processes_naming(log_dir), [])
+
+
+class ProgressTests(SynchronousTestCase):
+    """The launcher reports how far a run is while it runs, for bcr's live line."""
+
+    def test_progress_reports(self) -> None:
+        """Reports come in order, never go back, and the last says every result is in."""
+        reports: list[Progress] = []
+        summary = run_case_blocking(
+            FAILURE_FREE, log_dir=self.mktemp(), deadline_s=RUN_DEADLINE_S,
+            on_progress=reports.append,
+        )
+        self.assertTrue(summary["ok"], summary["errors"])
+        self.assertTrue(reports)
+        self.assertEqual({r.requests for r in reports}, {16})
+        done = [r.results for r in reports]
+        self.assertEqual(done, sorted(done))
+        self.assertEqual(reports[-1].results, 16)
+        self.assertEqual(reports[-1].configuration, 0)
+
+    def test_progress_line_round_trip(self) -> None:
+        """A line reads back as the report it came from; anything else is no report."""
+        report = Progress(results=3, requests=9, configuration=1, elapsed_s=0.5)
+        self.assertEqual(Progress.from_line(report.as_line().encode() + b"\n"), report)
+        self.assertIsNone(Progress.from_line(b"Traceback (most recent call last):\n"))
+        self.assertIsNone(Progress.from_line(b'{"results": 1}\n'))

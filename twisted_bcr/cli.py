@@ -20,7 +20,7 @@ from twisted_bcr.config import Case, CaseError
 from twisted_bcr.examples import cases_directory, examples, resolve_case
 from twisted_bcr.faults import PluginError, Registry, load_case
 from twisted_bcr.files import make_private_directory
-from twisted_bcr.verdict import print_table, verdict_line
+from twisted_bcr.verdict import LiveProgress, print_table, verdict_line
 
 #: The case the README's quick start runs.
 #: The packaged case C{bcr run} and C{bcr simulate} run by default.
@@ -230,14 +230,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.spares is not None and args.spares < 0:
         raise UsageProblem("--spares must be at least 0")
     _check_outputs(args)
+    # A live line only for a person watching: never in a pipe or a file.
+    live = LiveProgress(sys.stdout) if sys.stdout.isatty() and not args.json else None
     try:
         summary = launch.run_case_blocking(
             case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
             spares=args.spares, olympus=args.olympus,
             olympus_key_file=args.olympus_key_file, fault_plugins=args.fault_plugins,
+            on_progress=live,
         )
     except ValueError as e:
         raise UsageProblem(str(e)) from None
+    finally:
+        if live is not None:
+            live.close()
     _print_summary(summary, args)
     written = _write_json("--summary", args.summary, summary)
     if summary.get("interrupted"):

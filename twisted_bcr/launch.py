@@ -39,12 +39,13 @@ import argparse
 import json
 import os
 import resource
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -96,6 +97,8 @@ POLL_INTERVAL_S = 0.05
 EXIT_GRACE_S = 10.0
 #: How long after a reconfiguration the launcher boots replacement spares.
 SPARE_TOP_UP_DELAY_S = 2.0
+#: How often the launcher reports its progress to C{bcr}.
+PROGRESS_INTERVAL_S = 0.25
 #: How much longer than the run's deadline a launcher process may take.
 LAUNCHER_MARGIN_S = 30.0
 
@@ -135,6 +138,8 @@ class ProcessesOptions:
     #: its own pool of spares: then the launcher starts no process.
     external_olympus: tuple[str, crypto.KeyPair, str] | None = None
     fault_plugin_dirs: tuple[str, ...] = ()
+    #: Write a L{Progress} line to standard output a few times a second.
+    progress: bool = False
 
     def host(self, index: int, assigned: tuple[int, ...]) -> str:
         """The host of the C{index}th process of a kind (loopback by default)."""
@@ -380,6 +385,7 @@ class _ProcessesRun:
         self.any_error = False
         self._interrupted = False
         self._done = OneShot()
+        self._progress: LoopingCall | None = None
         #: Every configuration a client used: number -> addresses in chain order.
         self.configurations: dict[int, list[str]] = {}
         #: Results accepted per configuration, and when the first one came.
@@ -433,6 +439,10 @@ class _ProcessesRun:
                 address=self.daemons.olympus_address, event="bcr.olympus_ready",
             )
         await self._start_clients_and_driver()
+        if self.options.progress:
+            self._progress = LoopingCall(self._report_progress)
+            self._progress.clock = self.reactor
+            self._progress.start(PROGRESS_INTERVAL_S)
         if self.kill_head is not None:
             self.kill_head.start(self.daemons, self.configurations)
 
@@ -445,6 +455,9 @@ class _ProcessesRun:
         return ensureDeferred(done())
 
     def finish(self, reason: str, workload_done: bool) -> None:
+        if self._progress is not None and self._progress.running:
+            self._report_progress()
+            self._progress.stop()
         self.daemons.finishing = True
         if self.kill_head is not None:
             self.kill_head.cancel()
@@ -536,6 +549,13 @@ class _ProcessesRun:
         if self.kill_head is not None:
             self.kill_head.result_accepted(configuration, at)
 
+    def _report_progress(self) -> None:
+        progress = Progress.of(
+            self.outcomes(), self.configurations, self.reactor.seconds() - self.started_at
+        )
+        sys.stdout.write(progress.as_line() + "\n")
+        sys.stdout.flush()
+
     def _client_finished(self, outcome: ClientOutcome) -> None:
         if all(c.outcome.finished for c in self.clients):
             self._all_done()
@@ -555,22 +575,8 @@ class _ProcessesRun:
 
     def _call_on_ready(self) -> Deferred[Any]:
         assert self.on_ready is not None
-        replicas = self.configurations[0]
-        spares = self.daemons.by_address()
-        olympus = self.daemons.olympus
-        info = ReadyInfo(
-            log_dir=self.options.log_dir,
-            olympus=self.daemons.olympus_address,
-            configuration=0,
-            replicas=replicas,
-            replica_logs=[
-                os.path.join(self.options.log_dir, spares[a].name + ".json")
-                if a in spares else ""
-                for a in replicas
-            ],
-            replica_pids=[spares[a].pid if a in spares else -1 for a in replicas],
-            end_run=self.ended_early.fire,
-            olympus_pid=olympus.pid if olympus is not None else -1,
+        info = _ready_info(
+            self.daemons, self.options.log_dir, self.configurations[0], self.ended_early.fire
         )
         return ensureDeferred(_as_coroutine(self.on_ready, info))
 
@@ -728,6 +734,26 @@ def _peak_memory(children: Sequence[Child], stem: str) -> dict[str, int]:
     return found
 
 
+def _ready_info(
+    daemons: _Daemons, log_dir: str, replicas: list[str], end_run: Callable[[str], None]
+) -> ReadyInfo:
+    spares = daemons.by_address()
+    olympus = daemons.olympus
+    return ReadyInfo(
+        log_dir=log_dir,
+        olympus=daemons.olympus_address,
+        configuration=0,
+        replicas=replicas,
+        replica_logs=[
+            os.path.join(log_dir, spares[a].name + ".json") if a in spares else ""
+            for a in replicas
+        ],
+        replica_pids=[spares[a].pid if a in spares else -1 for a in replicas],
+        end_run=end_run,
+        olympus_pid=olympus.pid if olympus is not None else -1,
+    )
+
+
 async def _as_coroutine(
     hook: Callable[[ReadyInfo], Awaitable[Any] | None], info: ReadyInfo
 ) -> Any:
@@ -857,6 +883,7 @@ async def run_case(
     olympus: str | None = None,
     olympus_key_file: str | None = None,
     fault_plugins: Sequence[str] = (),
+    progress: bool = False,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -898,6 +925,7 @@ async def run_case(
         fault_plugin_dirs=(
             *(os.path.abspath(d) for d in fault_plugins), *case.fault_plugin_dirs
         ),
+        progress=progress,
     )
     return await _ProcessesRun(reactor, spec, options, on_ready).run()
 
@@ -933,6 +961,7 @@ def run_case_blocking(
     olympus: str | None = None,
     olympus_key_file: str | None = None,
     fault_plugins: Sequence[str] = (),
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -940,6 +969,8 @@ def run_case_blocking(
     so this can be called any number of times in one process.  Blocks until
     the run is over and returns its summary.
 
+    @param on_progress: Called with the run's L{Progress} a few times a
+        second while the launcher runs.
     @raise CaseError: The case file is unusable; nothing was started.
     @raise ValueError: The running Olympus given cannot be used.
     """
@@ -960,10 +991,15 @@ def run_case_blocking(
         command += ["--kill-head-after", str(kill_head_after)]
     if olympus is not None and olympus_key_file is not None:
         command += ["--olympus", olympus, "--olympus-key-file", olympus_key_file]
-    for directory in fault_plugins:
-        command += ["--fault-plugins", os.path.abspath(directory)]
+    for plugin_dir in fault_plugins:
+        command += ["--fault-plugins", os.path.abspath(plugin_dir)]
+    if on_progress is not None:
+        command.append("--progress")
     started = time.monotonic()
-    process = subprocess.Popen(command, env=child_environment())
+    process = subprocess.Popen(
+        command, env=child_environment(),
+        stdout=subprocess.PIPE if on_progress is not None else None,
+    )
     # The launcher enforces the run's deadline itself; this bound only
     # catches a launcher that is stuck, which is then told to clean up.
     bound = (deadline_s if deadline_s is not None else case.default_deadline_s) + (
@@ -982,7 +1018,7 @@ def run_case_blocking(
         if threading.current_thread() is threading.main_thread() else None
     )
     try:
-        status = process.wait(timeout=bound)
+        status = _wait_for_launcher(process, bound, on_progress)
     except subprocess.TimeoutExpired:
         status = _stop_launcher(process, first_wait_s=0.0)
     except KeyboardInterrupt:
@@ -1005,6 +1041,67 @@ def run_case_blocking(
     if interrupted:
         summary["interrupted"] = True
     return summary
+
+
+@frozen
+class Progress:
+    """How far a run is, as the launcher reports it while it runs."""
+
+    results: int
+    requests: int
+    configuration: int
+    elapsed_s: float
+
+    @classmethod
+    def of(
+        cls, outcomes: Sequence[ClientOutcome], configurations: Iterable[int], elapsed_s: float
+    ) -> Progress:
+        return cls(
+            results=sum(o.accepted for o in outcomes),
+            requests=sum(len(o.operations) for o in outcomes),
+            configuration=max(configurations, default=-1),
+            elapsed_s=round(elapsed_s, 3),
+        )
+
+    def as_line(self) -> str:
+        return json.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Progress | None:
+        try:
+            return cls(**json.loads(line))
+        except (ValueError, TypeError):
+            return None
+
+
+def _wait_for_launcher(
+    process: subprocess.Popen[bytes],
+    bound: float,
+    on_progress: Callable[[Progress], None] | None,
+) -> int:
+    """
+    The launcher's exit status, reading its progress lines meanwhile.
+
+    @raise subprocess.TimeoutExpired: C{bound} seconds passed.
+    """
+    if on_progress is None or process.stdout is None:
+        return process.wait(timeout=bound)
+    give_up_at = time.monotonic() + bound
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(process.args, bound)
+            if not selector.select(timeout=left):
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break
+            progress = Progress.from_line(line)
+            if progress is not None:
+                on_progress(progress)
+    return process.wait(timeout=max(give_up_at - time.monotonic(), 0.0))
 
 
 def _stop_launcher(process: subprocess.Popen[bytes], first_wait_s: float) -> int:
@@ -1048,6 +1145,10 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
         "--fault-plugins", action="append", default=[], metavar="DIR",
         help="also load fault plugins from DIR (repeatable)",
     )
+    parser.add_argument(
+        "--progress", action="store_true",
+        help="write a JSON progress line to standard output a few times a second",
+    )
     return parser.parse_args(argv)
 
 
@@ -1067,7 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             reactor, case, options.log_dir, options.deadline, hosts,
             spares=options.spares, kill_head_after=options.kill_head_after,
             olympus=options.olympus, olympus_key_file=options.olympus_key_file,
-            fault_plugins=options.fault_plugins,
+            fault_plugins=options.fault_plugins, progress=options.progress,
         )
         raise SystemExit(0 if summary["ok"] else 1)
 

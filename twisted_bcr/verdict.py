@@ -8,12 +8,76 @@ C{--json} prints it.
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
 from rich.table import Table
 
-__all__ = ["print_table", "verdict_line"]
+__all__ = ["LiveProgress", "print_table", "verdict_line"]
+
+#: A run shorter than this shows no progress line.
+PROGRESS_AFTER_S = 1.0
+
+
+class _Progress(Protocol):
+    """What a progress report says (L{twisted_bcr.launch.Progress})."""
+
+    @property
+    def results(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def configuration(self) -> int: ...
+    @property
+    def elapsed_s(self) -> float: ...
+
+
+class LiveProgress:
+    """
+    The live line of a run longer than a second, on a terminal: results
+    done of all, their rate, the configuration in use and the
+    reconfigurations so far.  Fed the launcher's progress reports.
+    """
+
+    def __init__(self, file: IO[str]) -> None:
+        self._console = Console(file=file)
+        self._bar: Bar | None = None
+        self._task: Any = None
+        self._previous: tuple[float, int] | None = None
+        self._rate = 0.0
+
+    def __call__(self, progress: _Progress) -> None:
+        if progress.elapsed_s < PROGRESS_AFTER_S and self._bar is None:
+            return
+        if self._previous is not None and progress.elapsed_s > self._previous[0]:
+            then, done = self._previous
+            self._rate = (progress.results - done) / (progress.elapsed_s - then)
+        self._previous = (progress.elapsed_s, progress.results)
+        fields: dict[str, Any] = {
+            "rate": f"{self._rate:.0f}",
+            "configuration": max(progress.configuration, 0),
+            "reconfigurations": max(progress.configuration, 0),
+        }
+        if self._bar is None:
+            self._bar = Bar(
+                TextColumn("results"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} req/s, configuration "
+                           "{task.fields[configuration]}, "
+                           "{task.fields[reconfigurations]} reconfiguration(s)"),
+                TimeElapsedColumn(),
+                console=self._console, transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("run", total=progress.requests, **fields)
+        self._bar.update(
+            self._task, completed=progress.results, total=progress.requests, **fields
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def verdict_line(summary: dict[str, Any]) -> str:
