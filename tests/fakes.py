@@ -29,7 +29,7 @@ from zope.interface import implementer
 from twisted_bcr import codec, crypto
 from twisted_bcr.core.common import MAX_MESSAGE, OLYMPUS, replica_name
 from twisted_bcr.core.replica import Replica
-from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.interfaces import IEnvironment, IMachine, IMetrics
 from twisted_bcr.messages import (
     Assignment,
     CheckpointProof,
@@ -51,6 +51,7 @@ from twisted_bcr.messages import (
     Shuttle,
     Signed,
 )
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.peers import Peer
 
 
@@ -442,6 +443,7 @@ def make_spare(
     clock: Clock | None = None,
     fault_injection: bool = False,
     faults_factory: Any = None,
+    metrics: IMetrics = NO_METRICS,
 ) -> tuple[Replica, FakeEnvironment]:
     """An unassigned replica that will hold the key of position C{index}."""
     env = FakeEnvironment(replica_address(index, configuration.number), clock)
@@ -452,6 +454,7 @@ def make_spare(
         identity=identity_key(index, configuration.number),
         fault_injection=fault_injection,
         faults_factory=faults_factory,
+        metrics=metrics,
     )
     env.machine = replica
     return replica, env
@@ -467,6 +470,7 @@ def make_replica(
     failures: str = "",
     fault_injection: bool = False,
     faults_factory: Any = None,
+    metrics: IMetrics = NO_METRICS,
 ) -> tuple[Replica, FakeEnvironment]:
     """
     A replica at position C{index} of C{configuration}, made ACTIVE by a
@@ -474,7 +478,7 @@ def make_replica(
     """
     replica, env = make_spare(
         configuration, index, clock=clock,
-        fault_injection=fault_injection, faults_factory=faults_factory,
+        fault_injection=fault_injection, faults_factory=faults_factory, metrics=metrics,
     )
     assignment = make_assignment(
         configuration, index, state=state, first_slot=first_slot, failures=failures

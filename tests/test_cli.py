@@ -1,26 +1,77 @@
-"""Tests for the bcr console script: one-line errors, exit statuses, summaries."""
+"""
+Tests for the bcr console script, through the installed C{bcr} (as a user
+runs it): one-line errors, exit statuses, summaries, the live progress line.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-from contextlib import redirect_stderr, redirect_stdout
+import pty
+import select
+import subprocess
+import sys
+import time
 
+from rich.console import Console
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_bcr.cli import main
-from twisted_bcr.faults import load_registry
+from twisted_bcr.lifecycle import Progress
+from twisted_bcr.supervise import child_environment
+from twisted_bcr.verdict import PROGRESS_AFTER_S, LiveProgress
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "etc", "cases")
 
+#: A guard against a hung command, not a speed requirement.
+COMMAND_DEADLINE_S = 300.0
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
+
+def bcr_command() -> list[str]:
+    """The installed C{bcr} script next to this interpreter, else the same code with C{-m}."""
+    script = os.path.join(os.path.dirname(sys.executable), "bcr")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "twisted_bcr.cli"]
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run C{bcr argv...}; return its status, standard output and standard error."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
+    done = subprocess.run(
+        bcr_command() + list(argv), capture_output=True, text=True,
+        env={**child_environment(), **(env or {})}, timeout=COMMAND_DEADLINE_S,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def run_cli_on_a_terminal(*argv: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run C{bcr argv...} with a pseudo-terminal as its output; its status and output."""
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            bcr_command() + list(argv), stdin=subprocess.DEVNULL, stdout=terminal,
+            stderr=terminal, env={**child_environment(), **env, "COLUMNS": "120"},
+        )
+    finally:
+        os.close(terminal)
+    output = b""
+    give_up_at = time.monotonic() + COMMAND_DEADLINE_S
+    try:
+        while time.monotonic() < give_up_at:
+            readable, _, _ = select.select([controller], [], [], 1.0)
+            if not readable:
+                continue
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(controller)
+    status = process.wait(timeout=max(give_up_at - time.monotonic(), 1.0))
+    return status, output.decode("utf-8", "replace")
 
 
 class SimulateCommandTests(SynchronousTestCase):
@@ -34,7 +85,7 @@ class SimulateCommandTests(SynchronousTestCase):
             "--summary", summary_path, "--quiet",
         )
         self.assertEqual((status, err), (0, ""))
-        self.assertTrue(out.startswith("PASS: test1 (simulation)"))
+        self.assertTrue(out.startswith("PASS: checkpoint (simulation)"))
         with open(summary_path) as f:
             summary = json.load(f)
         self.assertTrue(summary["ok"])
@@ -170,7 +221,6 @@ class FaultPluginKeyTests(SynchronousTestCase):
             )
         summary_path = self.mktemp()
         status, out, err = run_cli("simulate", case, "--summary", summary_path, "--quiet")
-        self.addCleanup(load_registry)
         self.assertEqual((status, err), (0, ""))
         with open(summary_path) as f:
             summary = json.load(f)
@@ -321,7 +371,7 @@ class PackagedCaseTests(SynchronousTestCase):
         """With no case, bcr simulate runs the packaged failure-free case."""
         status, out, err = run_cli("simulate", "--quiet")
         self.assertEqual((status, err), (0, ""))
-        self.assertTrue(out.startswith("PASS: test1 (simulation): 16 requests"), out)
+        self.assertTrue(out.startswith("PASS: failure_free (simulation): 16 requests"), out)
 
     def test_a_file_wins_over_a_packaged_name(self) -> None:
         """A file in the working directory is what a bare name means, if it exists."""
@@ -368,3 +418,67 @@ class OutputTests(SynchronousTestCase):
         self.assertIn("FAIL", out.splitlines()[0])
         self.assertIn("errors          the deadline", out)
         self.assertTrue(out.splitlines()[-1].startswith("FAIL: "))
+
+
+def progress(results: int, elapsed_s: float, configuration: int = 0) -> Progress:
+    return Progress(
+        results=results, requests=16, configuration=configuration, elapsed_s=elapsed_s
+    )
+
+
+class LiveProgressTests(SynchronousTestCase):
+    """The live line: shown once a run has lasted a second, then kept up to date."""
+
+    def live(self) -> tuple[LiveProgress, io.StringIO]:
+        output = io.StringIO()
+        console = Console(file=output, force_terminal=True, width=120)
+        return LiveProgress(output, console=console), output
+
+    def test_short_run_shows_nothing(self) -> None:
+        """Reports within the first second draw nothing: short runs stay quiet."""
+        live, output = self.live()
+        live(progress(3, 0.25))
+        live(progress(16, PROGRESS_AFTER_S / 2))
+        live.close()
+        self.assertEqual(output.getvalue(), "")
+
+    def test_long_run_shows_results_rate_and_configuration(self) -> None:
+        """After a second: results done of all, the rate, the configuration in use."""
+        live, output = self.live()
+        live(progress(4, PROGRESS_AFTER_S))
+        live(progress(12, PROGRESS_AFTER_S + 2.0, configuration=1))
+        live.close()
+        text = output.getvalue()
+        self.assertIn("12/16", text)
+        self.assertIn("4 req/s", text)
+        self.assertIn("configuration 1, 1 reconfiguration(s)", text)
+
+
+class TerminalTests(SynchronousTestCase):
+    """What the installed bcr draws on a terminal, and only there."""
+
+    def test_progress_line_on_a_terminal(self) -> None:
+        """
+        On a terminal, bcr simulate draws the live line (here from the first
+        report on), then the table and the verdict.
+        """
+        status, output = run_cli_on_a_terminal(
+            "simulate", "checkpoint", env={"BCR_PROGRESS_AFTER_S": "0"}
+        )
+        self.assertEqual(status, 0, output)
+        self.assertIn("results", output)
+        self.assertIn("req/s, configuration 0", output)
+        self.assertIn("PASS: checkpoint (simulation)", output)
+
+    def test_no_progress_line_in_a_pipe_or_with_json(self) -> None:
+        """Into a pipe, or with --json on a terminal, no live line is drawn."""
+        status, out, err = run_cli("simulate", "checkpoint", env={"BCR_PROGRESS_AFTER_S": "0"})
+        self.assertEqual((status, err), (0, ""))
+        self.assertNotIn("req/s,", out)
+        status, output = run_cli_on_a_terminal(
+            "simulate", "checkpoint", "--json", env={"BCR_PROGRESS_AFTER_S": "0"}
+        )
+        self.assertEqual(status, 0, output)
+        self.assertNotIn("req/s,", output)
+        summary, _ = json.JSONDecoder().raw_decode(output)
+        self.assertEqual(summary["case"], "checkpoint")

@@ -1191,6 +1191,37 @@ class FinishTests(OlympusTestCase):
         assert isinstance(report, RunReport)
         return report
 
+    def test_report_names_refused_clients(self) -> None:
+        """
+        A client of the case whose key is not admitted never registers; the
+        report says why (Olympus sends the refused sender nothing), and the
+        refusals recorded are bounded by the case's clients however many
+        keys try (index 2 is outside the case).
+        """
+        for n in range(50):
+            key = key_for(f"unadmitted {n}")
+            message = RegisterClient(n % 3, STRANGER.address, key.verify_key_bytes)
+            self.send(Peer(STRANGER.address, key.verify_key_bytes), key, f"client {n % 3}",
+                      message, epoch=b"")
+        self.assertEqual(self.env.take(), [])
+        self.assertEqual(len(self.olympus._refused_clients), CASE.num_client)
+        for n in range(CASE.num_client - 1):
+            self.register_client(n)
+        self.finish()
+        [sent] = self.env.take()
+        report = self.from_olympus(sent)
+        assert isinstance(report, RunReport)
+        last = CASE.num_client - 1
+        self.assertEqual(
+            [e for e in report.errors if "never registered" in e],
+            [
+                f"client {last} never registered: Olympus refused "
+                f"{sum(1 for n in range(50) if n % 3 == last)} "
+                f"registration(s) with a key not admitted for client {last} "
+                "(docs/SECURITY.md, admission)"
+            ],
+        )
+
     def test_report_names_placements(self) -> None:
         """The report says which admitted spare took each place, for the launcher to name logs."""
         report = self.report_after(lambda: None)

@@ -1252,7 +1252,7 @@ class OlympusNewConfigurationTests(OlympusReconfigurationTestCase):
         self.assertEqual(kinds, ["ConfigurationReply"] * 2)
 
     def test_record(self) -> None:
-        """The summary record names both configurations, the requester, reason, quorum, LH, and when the request came."""
+        """The summary record names both configurations, the requester, reason, quorum, LH, and when the request came and each phase ended."""
         self.assertEqual(
             self.olympus.reconfigurations,
             [
@@ -1260,6 +1260,7 @@ class OlympusNewConfigurationTests(OlympusReconfigurationTestCase):
                     "from": 0, "to": 1, "requested_by": ["replica 0.1"], "reason": "test",
                     "quorum": [0, 1], "lh_length": 4, "checkpoint_slot": -1,
                     "first_slot": 4, "quorums_tried": 1, "started_at": 0.0, "duration_s": 1.5,
+                    "quorum_at": 0.0, "state_at": 1.5,
                 }
             ],
         )

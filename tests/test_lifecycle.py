@@ -22,6 +22,7 @@ from tests.test_checking import CASE, FINAL, good_outcomes, report
 from twisted_bcr.checking import build_summary
 from twisted_bcr.core.client import ClientOutcome
 from twisted_bcr.lifecycle import (
+    STOP_RESERVE_S,
     OneShot,
     RunAbandoned,
     RunBinding,
@@ -81,8 +82,15 @@ class FakeBinding:
         self.calls.append(("run_report",))
         return self.reported.wait()
 
-    async def wait(self, waitable: Deferred[_T], what: str, within_s: float | None) -> _T:
-        self.calls.append(("wait", what, within_s))
+    async def wait(
+        self,
+        waitable: Deferred[_T],
+        what: str,
+        until_s: float,
+        within_s: float | None = None,
+        may_end_early: bool = False,
+    ) -> _T:
+        self.calls.append(("wait", what, until_s, within_s, may_end_early))
         if what == self._abandon_at:
             waitable.cancel()
             waitable.addErrback(lambda _: None)
@@ -93,8 +101,8 @@ class FakeBinding:
             raise RunFailed(f"the deadline passed while waiting for {what}")
         return await waitable
 
-    async def stop(self) -> list[str]:
-        self.calls.append(("stop",))
+    async def stop(self, until_s: float) -> list[str]:
+        self.calls.append(("stop", until_s))
         return list(self._stop_errors)
 
     def outcomes(self) -> list[ClientOutcome]:
@@ -137,11 +145,11 @@ class RunLifecycleTests(SynchronousTestCase):
             [
                 ("start",),
                 ("workload_done",),
-                ("wait", WORKLOAD, None),
+                ("wait", WORKLOAD, SPEC.workload_until_s, None, True),
                 ("finish", "every client has finished", True),
                 ("run_report",),
-                ("wait", REPORT, None),
-                ("stop",),
+                ("wait", REPORT, SPEC.report_until_s, None, False),
+                ("stop", SPEC.deadline_s),
             ],
         )
 
@@ -185,12 +193,12 @@ class RunLifecycleTests(SynchronousTestCase):
             [
                 ("start",),
                 ("workload_done",),
-                ("wait", WORKLOAD, None),
+                ("wait", WORKLOAD, SPEC.workload_until_s, None, True),
                 ("failed", deadline),
                 ("finish", "the run's deadline passed", False),
                 ("run_report",),
-                ("wait", REPORT, CASE.report_grace_s),
-                ("stop",),
+                ("wait", REPORT, SPEC.report_until_s, CASE.report_grace_s, False),
+                ("stop", SPEC.deadline_s),
             ],
         )
         self.assertEqual(binding.failures, [None])
@@ -211,7 +219,7 @@ class RunLifecycleTests(SynchronousTestCase):
                 "no run report from Olympus",
             ],
         )
-        self.assertEqual(binding.calls[-1], ("stop",))
+        self.assertEqual(binding.calls[-1], ("stop", SPEC.deadline_s))
 
     def test_no_report(self) -> None:
         """A finished workload without a report: the wait's error, and the run fails."""
@@ -220,7 +228,7 @@ class RunLifecycleTests(SynchronousTestCase):
         summary = self.run_fake(binding)
         error = f"the deadline passed while waiting for {REPORT}"
         self.assertEqual(summary["errors"], [error, "no run report from Olympus"])
-        self.assertEqual(binding.calls[-2:], [("failed", error), ("stop",)])
+        self.assertEqual(binding.calls[-2:], [("failed", error), ("stop", SPEC.deadline_s)])
         self.assertIn(("finish", "every client has finished", True), binding.calls)
 
     def test_abandoned_during_workload(self) -> None:
@@ -231,7 +239,7 @@ class RunLifecycleTests(SynchronousTestCase):
         error = f"olympus is gone while waiting for {WORKLOAD}"
         self.assertEqual(
             binding.calls,
-            [("start",), ("workload_done",), ("wait", WORKLOAD, None), ("failed", error), ("stop",)],
+            [("start",), ("workload_done",), ("wait", WORKLOAD, SPEC.workload_until_s, None, True), ("failed", error), ("stop", SPEC.deadline_s)],
         )
         self.assertEqual(binding.failures, [None])
         self.assertFalse(summary["ok"])
@@ -245,7 +253,7 @@ class RunLifecycleTests(SynchronousTestCase):
         binding = FakeBinding(start_error=ZeroDivisionError("division by zero"))
         summary = self.run_fake(binding)
         error = "fake: ZeroDivisionError: division by zero"
-        self.assertEqual(binding.calls, [("start",), ("failed", error), ("stop",)])
+        self.assertEqual(binding.calls, [("start",), ("failed", error), ("stop", SPEC.deadline_s)])
         [failure] = binding.failures
         assert failure is not None
         self.assertIsInstance(failure, Failure)
@@ -258,7 +266,7 @@ class RunLifecycleTests(SynchronousTestCase):
         binding = FakeBinding(start_error=RunFailed("olympus did not start"))
         summary = self.run_fake(binding)
         self.assertEqual(
-            binding.calls, [("start",), ("failed", "olympus did not start"), ("stop",)]
+            binding.calls, [("start",), ("failed", "olympus did not start"), ("stop", SPEC.deadline_s)]
         )
         self.assertEqual(binding.failures, [None])
         self.assertEqual(summary["errors"], ["olympus did not start", "no run report from Olympus"])
@@ -277,6 +285,35 @@ class RunLifecycleTests(SynchronousTestCase):
         self.assertEqual((SPEC.case, SPEC.deadline_s, SPEC.spares), (CASE, 30.0, 1))
         with self.assertRaises(attrs.exceptions.FrozenInstanceError):
             SPEC.deadline_s = 1.0  # type: ignore[misc]
+
+    def test_phases_share_the_deadline(self) -> None:
+        """
+        The deadline bounds the whole run: the workload ends early enough
+        for the report's grace and the stop to fit before it.
+        """
+        self.assertEqual(SPEC.stop_reserve_s, STOP_RESERVE_S)
+        self.assertEqual(SPEC.report_until_s, 30.0 - STOP_RESERVE_S)
+        self.assertEqual(
+            SPEC.workload_until_s, 30.0 - STOP_RESERVE_S - min(CASE.report_grace_s, 15.0)
+        )
+
+    def test_short_deadline(self) -> None:
+        """
+        A short deadline keeps a sixth of it to stop and half for the
+        report, whatever the case's timeouts: the workload gets a third.
+        """
+        spec = RunSpec(CASE, deadline_s=6.0, spares=1)
+        self.assertEqual(spec.report_until_s, 5.0)
+        self.assertEqual(spec.workload_until_s, 2.0)
+
+    def test_lifecycle_waits_by_the_phases(self) -> None:
+        """No wait of the lifecycle ends after the deadline, nor does the stop."""
+        binding = FakeBinding()
+        self.run_fake(binding)
+        untils = [call[2] for call in binding.calls if call[0] == "wait"]
+        untils += [call[1] for call in binding.calls if call[0] == "stop"]
+        self.assertTrue(untils)
+        self.assertLessEqual(max(untils), SPEC.deadline_s)
 
 
 class OneShotTests(SynchronousTestCase):

@@ -536,6 +536,63 @@ class InterruptTests(TestCase):
         self.assertEqual(running_processes_naming(log_dir), [])
 
 
+#: Two of configuration 0's three replicas crash on the client's second
+#: request: no quorum is left, so the workload can never finish.
+NEVER_FINISHES = """\
+test_case_name = never_finishes
+t = 1
+num_client = 1
+client_timeout = 1000
+head_timeout = 1000
+nonhead_timeout = 1000
+workload[0] = put('a','b'); get('a'); put('c','d'); get('c')
+failures[0,0] = client_request(0,1), crash()
+failures[0,1] = client_request(0,1), crash()
+"""
+
+#: What may follow the deadline: reaping children already sent SIGKILL,
+#: and writing the summary (the deadline counts from bcr's start).
+AFTER_DEADLINE_S = 2.0
+
+
+class DeadlineTests(TestCase):
+    """C{bcr run --deadline S} bounds the whole run, every phase included."""
+
+    timeout = 120
+
+    async def test_deadline_bounds_the_whole_run(self) -> None:
+        """
+        A run that cannot finish ends, all its processes stopped, within
+        its deadline: the workload ends early enough for the report and
+        the stop to fit.
+        """
+        from twisted.internet import reactor
+
+        case = os.path.abspath(self.mktemp() + ".txt")
+        with open(case, "w", encoding="utf-8") as f:
+            f.write(NEVER_FINISHES)
+        log_dir = os.path.abspath(self.mktemp())
+        deadline = 12.0
+        collector = _Collector()
+        command = bcr_command() + [
+            "run", case, "--log-dir", log_dir, "--deadline", str(deadline), "--quiet",
+        ]
+        reactor.spawnProcess(collector, command[0], command, env=child_environment())
+        status = await collector.ended.addTimeout(RUN_DEADLINE_S, reactor)
+        output = collector.output.decode("utf-8", "replace")
+        self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
+        with open(os.path.join(log_dir, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        self.assertEqual(summary["deadline_s"], deadline)
+        self.assertTrue(
+            any("deadline passed while waiting for" in e for e in summary["errors"]),
+            summary["errors"],
+        )
+        self.assertLessEqual(summary["run_s"], deadline + AFTER_DEADLINE_S)
+        self.assertEqual(running_processes_naming(log_dir), [])
+
+
 class ProgressTests(SynchronousTestCase):
     """The launcher reports how far a run is while it runs, for bcr's live line."""
 

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_cli -*-
 """
-The C{bcr} console script (DESIGN §4): C{run}, C{simulate} and C{bench}.
+The C{bcr} console script (DESIGN §4): C{run}, C{simulate}, C{bench}, C{cases}
+and C{report} (the run report of a finished run, L{twisted_bcr.report}).
 
 Every command prints a one-line C{bcr: ...} error and exits 1 on bad input,
 before anything is started; C{run} and C{simulate} exit 0 exactly when the
@@ -44,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("case", nargs="?", default=DEFAULT_CASE, help=CASE_HELP)
     run.add_argument("--summary", help="where to write the summary JSON")
     run.add_argument("--log-dir", help="directory for every process's logs")
-    run.add_argument("--deadline", type=float, help="seconds before the run is abandoned")
+    run.add_argument(
+        "--deadline", type=float,
+        help="wall-clock bound on the whole run, start-up and stop included, in seconds "
+        "[default: from the case]",
+    )
     run.add_argument(
         "--hosts",
         help="';'-separated addresses replicas bind to instead of 127.0.0.1 "
@@ -88,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(simulate)
 
     commands.add_parser("cases", help="list the example cases shipped with bcr")
+    report = commands.add_parser(
+        "report", help="(re)build the report (charts, HTML) of a finished run's directory"
+    )
+    report.add_argument("directory", help="the run's log directory (has summary.json)")
     bench = commands.add_parser(
         "bench", help="measure throughput and latency with real processes"
     )
@@ -184,13 +193,40 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     shown.add_argument(
         "--json", action="store_true", help="print the whole summary JSON, not the table"
     )
+    parser.add_argument(
+        "--no-report", action="store_true",
+        help="do not write the run report (report/index.html) into the log directory",
+    )
 
 
-def _print_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
+def _write_report(directory: str | None, args: argparse.Namespace) -> str | None:
+    """
+    Build the run report in C{directory} once the verdict is known; its
+    path, or None.  A failure is one line on standard error: it never
+    changes the run's verdict or exit status.
+    """
+    if directory is None or args.no_report:
+        return None
+    from twisted_bcr.report import ReportError, build_report
+
+    try:
+        return build_report(directory)
+    except ReportError as e:
+        print(f"bcr: no run report: {e}", file=sys.stderr)
+    except Exception as e:  # a bug in the report must not lose the verdict
+        print(f"bcr: no run report: {type(e).__name__}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:  # nor must Control-C while it is drawn
+        print("bcr: no run report: interrupted", file=sys.stderr)
+    return None
+
+
+def _print_summary(
+    summary: dict[str, Any], args: argparse.Namespace, report: str | None = None
+) -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
-        print_table(summary, sys.stdout)
+        print_table(summary, sys.stdout, report=report)
     print(verdict_line(summary))
 
 
@@ -203,6 +239,12 @@ def _hosts(text: str | None) -> list[str] | None:
     return hosts
 
 
+def _live_progress(args: argparse.Namespace) -> LiveProgress | None:
+    """A live line only for a person watching: never in a pipe or a file."""
+    watching = sys.stdout.isatty() and not (args.json or args.quiet)
+    return LiveProgress(sys.stdout) if watching else None
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from twisted_bcr.simulation import simulate
 
@@ -210,14 +252,18 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.chaos < 0:
         raise UsageProblem("--chaos must be at least 0")
     _check_outputs(args)
+    live = _live_progress(args)
     try:
         summary = simulate(
             case, seed=args.seed, log_dir=args.log_dir, deadline_s=args.deadline,
-            chaos=args.chaos, registry=registry,
+            chaos=args.chaos, registry=registry, on_progress=live,
         )
     except CaseError as e:
         raise UsageProblem(str(e)) from None
-    _print_summary(summary, args)
+    finally:
+        if live is not None:
+            live.close()
+    _print_summary(summary, args, _write_report(args.log_dir, args))
     written = _write_json("--summary", args.summary, summary)
     return 0 if summary["ok"] and not written else 1
 
@@ -230,8 +276,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.spares is not None and args.spares < 0:
         raise UsageProblem("--spares must be at least 0")
     _check_outputs(args)
-    # A live line only for a person watching: never in a pipe or a file.
-    live = LiveProgress(sys.stdout) if sys.stdout.isatty() and not args.json else None
+    live = _live_progress(args)
     try:
         summary = launch.run_case_blocking(
             case, log_dir=args.log_dir, deadline_s=args.deadline, hosts=hosts,
@@ -244,7 +289,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if live is not None:
             live.close()
-    _print_summary(summary, args)
+    _print_summary(summary, args, _write_report(summary.get("log_dir"), args))
     written = _write_json("--summary", args.summary, summary)
     if summary.get("interrupted"):
         return 130
@@ -273,6 +318,16 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if result["ok"] and not written else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from twisted_bcr.report import ReportError, build_report
+
+    try:
+        print(build_report(args.directory))
+    except ReportError as e:
+        raise UsageProblem(str(e)) from None
+    return 0
+
+
 def _cases(args: argparse.Namespace) -> int:
     listed = examples()
     width = max(len(e.name) for e in listed)
@@ -292,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "cases":
             return _cases(args)
+        if args.command == "report":
+            return _report(args)
         return _bench(args)
     except UsageProblem as e:
         print(f"bcr: {e}", file=sys.stderr)

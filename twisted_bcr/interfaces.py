@@ -204,3 +204,106 @@ class IAdmission(Interface):
 
     def client_key(index: int) -> bytes | None:
         """The one key that may act as client C{index}, if any."""
+
+
+class IMetrics(Interface):
+    """
+    Where a machine and its binding count what happens, for monitoring
+    (docs/OPERATIONS.md, "Metrics").  The core calls it on its hot paths, so
+    every method is one counter increment, gauge setting or histogram
+    observation: no formatting, no I/O, never raising.  Label arguments are
+    short constant strings from the code, never from the input or per
+    client or per slot, so the number of time series stays small.
+
+    L{twisted_bcr.metrics.NO_METRICS} does nothing (the simulation, tests,
+    a daemon without C{--metrics}); L{twisted_bcr.net.metrics} counts with
+    prometheus_client.
+    """
+
+    # -- a replica --------------------------------------------------------
+
+    def request_received(source: str) -> None:
+        """A signed request arrived: C{source} 'client' or 'forwarded' (to the head)."""
+
+    def slot_ordered() -> None:
+        """The head gave a request the next slot."""
+
+    def slot_executed() -> None:
+        """A slot's operation was applied to the running state (shuttle or catch-up)."""
+
+    def result_sent() -> None:
+        """A result message went to a client (the tail's, or a retransmission's)."""
+
+    def shuttle_completed(seconds: float) -> None:
+        """At the head: a slot's result came back C{seconds} after it was ordered."""
+
+    def checkpoint_completed() -> None:
+        """A completed checkpoint proof truncated this replica's history."""
+
+    def reconfiguration_requested() -> None:
+        """This replica asked Olympus for a reconfiguration."""
+
+    def wedged() -> None:
+        """This replica obeyed a wedge request: it is immutable now."""
+
+    def chain_position(index: int) -> None:
+        """This replica's position in its chain (0 is the head); -1 while a spare."""
+
+    # -- Olympus ----------------------------------------------------------
+
+    def reconfiguration_request_received(requester: str) -> None:
+        """A reconfiguration request arrived from a 'replica' or a 'client'."""
+
+    def reconfiguration_started() -> None:
+        """A reconfiguration request was accepted: wedge requests went out."""
+
+    def reconfiguration_phase(phase: str, seconds: float) -> None:
+        """
+        A reconfiguration reached C{phase}, C{seconds} after it started:
+        'quorum' (a consistent quorum of wedged messages is being caught
+        up), 'caught_up' (its members' state hashes agree) or
+        'running_state' (a running state with that hash was chosen).
+        """
+
+    def reconfiguration_completed(seconds: float) -> None:
+        """The next configuration was installed, C{seconds} after the request."""
+
+    def wedged_message_received() -> None:
+        """A valid wedged message arrived during a reconfiguration."""
+
+    def spares(count: int) -> None:
+        """The number of spares registered and waiting to be placed."""
+
+    # -- both -------------------------------------------------------------
+
+    def configuration(number: int) -> None:
+        """The configuration this machine serves now (-1 before the first)."""
+
+    def verification_failed(kind: str) -> None:
+        """
+        A signature or statement check failed: C{kind} names what was
+        checked ('request', 'shuttle', 'result_shuttle', 'result_statement',
+        'checkpoint', 'completed_checkpoint', 'sealed', 'recovered_result',
+        'registration', 'wedged', 'quorum', 'caught_up', 'running_state').
+        """
+
+    def message_rejected(reason: str) -> None:
+        """
+        A decoded message from an authenticated peer was refused:
+        'verification' (a check failed), 'not_allowed' (that peer may not
+        send it), 'not_admitted' (an identity or key the admission file
+        does not list), 'over_limit' (a bound was reached) or 'unexpected'
+        (not now, not here, not for this configuration).
+        """
+
+    # -- the binding ------------------------------------------------------
+
+    def frame_rejected(reason: str) -> None:
+        """A frame was refused: 'oversized', 'undecodable' or 'truncated'."""
+
+    def connection_rejected(reason: str) -> None:
+        """
+        A connection was refused or closed before carrying messages:
+        'bad_handshake', 'handshake_timeout', 'wrong_key' (an outbound
+        peer proved another key) or 'too_many_connections'.
+        """

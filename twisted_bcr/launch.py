@@ -45,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -67,12 +67,20 @@ from twisted_bcr.config import Case, parse_case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.files import make_private_directory, write_atomically
-from twisted_bcr.lifecycle import OneShot, RunAbandoned, RunFailed, RunSpec, run_lifecycle
+from twisted_bcr.lifecycle import (
+    OneShot,
+    Progress,
+    RunAbandoned,
+    RunFailed,
+    RunSpec,
+    run_lifecycle,
+)
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import Configuration, RunReport
 from twisted_bcr.net.daemon import load_or_create_key
 from twisted_bcr.net.node import TcpNode, parse_address
 from twisted_bcr.peers import Peer
+from twisted_bcr.report import record_run
 from twisted_bcr.supervise import (
     TERMINATE_GRACE_S,
     Child,
@@ -82,6 +90,7 @@ from twisted_bcr.supervise import (
 )
 
 __all__ = [
+    "Progress",
     "ReadyInfo",
     "case_file_text",
     "main",
@@ -99,6 +108,8 @@ EXIT_GRACE_S = 10.0
 SPARE_TOP_UP_DELAY_S = 2.0
 #: How often the launcher reports its progress to C{bcr}.
 PROGRESS_INTERVAL_S = 0.25
+#: However late a stop is, a signalled child gets this long to be reaped.
+MINIMUM_SIGNAL_GRACE_S = 0.2
 #: How much longer than the run's deadline a launcher process may take.
 LAUNCHER_MARGIN_S = 30.0
 
@@ -140,6 +151,10 @@ class ProcessesOptions:
     fault_plugin_dirs: tuple[str, ...] = ()
     #: Write a L{Progress} line to standard output a few times a second.
     progress: bool = False
+    #: When the run began for the person who asked for it (epoch seconds,
+    #: the reactor's clock): the deadline counts from here, so that it
+    #: bounds the launcher's own start-up too.  Default: the launcher's start.
+    started_at: float | None = None
 
     def host(self, index: int, assigned: tuple[int, ...]) -> str:
         """The host of the C{index}th process of a kind (loopback by default)."""
@@ -289,25 +304,32 @@ class _Daemons:
         spares = self.by_address()
         return [spares[a] for replicas in seen.values() for a in replicas if a in spares]
 
-    async def stop(self, placed: Sequence[Child], quick: bool) -> list[str]:
+    async def stop(self, placed: Sequence[Child], quick: bool, stop_by: float) -> list[str]:
         """
         Let the replicas Olympus retired exit by themselves (a SIGTERM
         racing with their shutdown makes twistd log a ReactorNotRunning
         traceback), then stop Olympus and every spare never placed, then
-        signal stragglers (an error).
+        signal stragglers (an error); all within the time left until
+        C{stop_by} (the run's deadline), each step getting a share of it.
         """
         self.finishing = True
         for call in self._top_ups:
             if call.active():
                 call.cancel()
-        grace = 1.0 if quick else EXIT_GRACE_S
         supervisor = self._supervisor
+
+        def share(parts: int) -> float:
+            return max(stop_by - float(supervisor.reactor.seconds()), 0.0) / parts
+
+        grace = min(1.0 if quick else EXIT_GRACE_S, share(4))
         await supervisor.exit_within(grace, [c for c in self.spares])
         for child in supervisor.children:
             if child not in placed:
                 child.send_signal("TERM")
-        await supervisor.exit_within(grace)
-        return await supervisor.terminate_stragglers()
+        await supervisor.exit_within(min(grace, share(3)))
+        return await supervisor.terminate_stragglers(
+            min(TERMINATE_GRACE_S, max(share(2), MINIMUM_SIGNAL_GRACE_S))
+        )
 
     def link_replica_logs(self, report: RunReport) -> None:
         """Link each placed spare's logs as C{<case>-replica-<c>.<r>.{log,json}}."""
@@ -365,7 +387,9 @@ class _ProcessesRun:
         self.options = options
         self.on_ready = on_ready
         self.started_at = reactor.seconds()
-        self.deadline_at = self.started_at + spec.deadline_s
+        #: The instant the spec's phase bounds (seconds from the start) count from.
+        self.origin = options.started_at if options.started_at is not None else self.started_at
+        self.deadline_at = self.origin + spec.deadline_s
         self._log_files = LogFiles(options.log_dir, f"{options.stem}-launcher")
         self.log = Logger(namespace="bcr.launcher", observer=LogPublisher(self._log_files))
         self.supervisor = Supervisor(reactor, options.log_dir, self.log)
@@ -399,12 +423,20 @@ class _ProcessesRun:
     # RunBinding
 
     async def wait(
-        self, waitable: Deferred[_T], what: str, within_s: float | None = None
+        self,
+        waitable: Deferred[_T],
+        what: str,
+        until_s: float | None = None,
+        within_s: float | None = None,
+        may_end_early: bool = False,
     ) -> _T:
         deadline = OneShot()
-        # Only the run's own deadline can be brought forward by end_run.
-        ended = self.ended_early.wait() if within_s is None else OneShot().wait()
-        deadline_at = self.deadline_at if within_s is None else self.reactor.seconds() + within_s
+        ended = self.ended_early.wait() if may_end_early else OneShot().wait()
+        deadline_at = self.origin + (
+            self.spec.workload_until_s if until_s is None else until_s
+        )
+        if within_s is not None:
+            deadline_at = min(deadline_at, self.reactor.seconds() + within_s)
         call = self.reactor.callLater(
             max(deadline_at - self.reactor.seconds(), 0.0), deadline.fire
         )
@@ -469,12 +501,13 @@ class _ProcessesRun:
     def run_report(self) -> Deferred[RunReport]:
         return self.report.wait()
 
-    async def stop(self) -> list[str]:
+    async def stop(self, until_s: float) -> list[str]:
         errors = []
         if self.options.external_olympus is None:
             errors = await self.daemons.stop(
                 self.daemons.placed(self.report.value, self.configurations),
                 quick=self.any_error or bool(self.errors),
+                stop_by=self.origin + until_s,
             )
         for node in self.nodes:
             await node.close()
@@ -610,6 +643,10 @@ class _ProcessesRun:
         if report is not None:
             self.daemons.link_replica_logs(report)
         summary["log_dir"] = self.options.log_dir
+        # From the run's start (bcr's) to every process stopped: what the
+        # deadline bounds.
+        summary["deadline_s"] = self.spec.deadline_s
+        summary["run_s"] = round(self.reactor.seconds() - self.origin, 3)
         summary["peak_memory_kib"] = self.peak_memory_kib
         timing = self.kill_head.timing(report) if self.kill_head is not None else None
         if timing is not None:
@@ -617,6 +654,11 @@ class _ProcessesRun:
         summary["hosts"] = {
             "case": list(case.hosts), "used": list(self.options.hosts) or ["127.0.0.1"],
         }
+        # The run report's data: requests.csv and the summary's timeline.
+        record_run(
+            summary, self.options.log_dir, self.outcomes(), report, self.started_at,
+            simulated=False,
+        )
         write_atomically(
             os.path.join(self.options.log_dir, "summary.json"),
             json.dumps(summary, indent=2, sort_keys=False) + "\n",
@@ -884,6 +926,7 @@ async def run_case(
     olympus_key_file: str | None = None,
     fault_plugins: Sequence[str] = (),
     progress: bool = False,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -894,7 +937,8 @@ async def run_case(
     launcher writes, so a case changed in memory (C{bcr bench}) runs too.
 
     @param log_dir: Where every log goes; default C{runs/<case>-<UTC time>}.
-    @param deadline_s: Bound on the whole run; default from the case.
+    @param deadline_s: Bound on the whole run, wall-clock, every phase
+        included; default from the case.
     @param hosts: Addresses to bind replicas (and Olympus, clients) to; by
         default everything runs on 127.0.0.1, whatever the case says.
     @param on_ready: Called with a L{ReadyInfo} once configuration 0 is set
@@ -926,6 +970,7 @@ async def run_case(
             *(os.path.abspath(d) for d in fault_plugins), *case.fault_plugin_dirs
         ),
         progress=progress,
+        started_at=started_at,
     )
     return await _ProcessesRun(reactor, spec, options, on_ready).run()
 
@@ -974,13 +1019,17 @@ def run_case_blocking(
     @raise CaseError: The case file is unusable; nothing was started.
     @raise ValueError: The running Olympus given cannot be used.
     """
+    started_at = time.time()
     _external_olympus(olympus, olympus_key_file, kill_head_after)
     case, _ = _spec(case, deadline_s, spares, fault_plugins)
     case, stem, directory, case_file = _prepare(case, log_dir, fault_plugins)
     summary_path = os.path.join(directory, "summary.json")
     if os.path.exists(summary_path):
         os.unlink(summary_path)
-    command = [sys.executable, "-m", "twisted_bcr.launch", case_file, "--log-dir", directory]
+    command = [
+        sys.executable, "-m", "twisted_bcr.launch", case_file, "--log-dir", directory,
+        "--started-at", repr(started_at),
+    ]
     if deadline_s is not None:
         command += ["--deadline", repr(deadline_s)]
     if hosts:
@@ -1043,37 +1092,6 @@ def run_case_blocking(
     return summary
 
 
-@frozen
-class Progress:
-    """How far a run is, as the launcher reports it while it runs."""
-
-    results: int
-    requests: int
-    configuration: int
-    elapsed_s: float
-
-    @classmethod
-    def of(
-        cls, outcomes: Sequence[ClientOutcome], configurations: Iterable[int], elapsed_s: float
-    ) -> Progress:
-        return cls(
-            results=sum(o.accepted for o in outcomes),
-            requests=sum(len(o.operations) for o in outcomes),
-            configuration=max(configurations, default=-1),
-            elapsed_s=round(elapsed_s, 3),
-        )
-
-    def as_line(self) -> str:
-        return json.dumps(attrs.asdict(self))
-
-    @classmethod
-    def from_line(cls, line: bytes) -> Progress | None:
-        try:
-            return cls(**json.loads(line))
-        except (ValueError, TypeError):
-            return None
-
-
 def _wait_for_launcher(
     process: subprocess.Popen[bytes],
     bound: float,
@@ -1130,6 +1148,10 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("case", help="case file (SPEC §10)")
     parser.add_argument("--log-dir", help="directory for every log and the summary")
     parser.add_argument("--deadline", type=float, help="seconds before the run is abandoned")
+    parser.add_argument(
+        "--started-at", type=float, default=None, metavar="EPOCH",
+        help="when the run began (time.time()); the deadline counts from here",
+    )
     parser.add_argument("--hosts", help="';'-separated addresses to bind to")
     parser.add_argument(
         "--spares", type=int, default=None,
@@ -1169,6 +1191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             spares=options.spares, kill_head_after=options.kill_head_after,
             olympus=options.olympus, olympus_key_file=options.olympus_key_file,
             fault_plugins=options.fault_plugins, progress=options.progress,
+            started_at=options.started_at,
         )
         raise SystemExit(0 if summary["ok"] else 1)
 

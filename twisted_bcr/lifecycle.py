@@ -6,7 +6,8 @@ A run goes through the same phases whether its processes are real
 (L{twisted_bcr.launch}) or simulated (L{twisted_bcr.simulation}):
 
  1. start: Olympus, the spares, the clients and the driver;
- 2. workload: wait until every client has finished, within the deadline;
+ 2. workload: wait until every client has finished, within the deadline
+    less what the later phases keep for themselves;
  3. finish: the driver asks Olympus to finish the run, which quiesces the
     chain (letting a reconfiguration the trailing traffic asks for run to
     its end) when the workload is done, or retires at once when it is not;
@@ -22,9 +23,11 @@ Nothing that decides control or the verdict comes from a log.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import json
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
+import attrs
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
@@ -34,9 +37,21 @@ from twisted_bcr.config import Case, CaseError
 from twisted_bcr.core.client import ClientOutcome
 from twisted_bcr.messages import RunReport
 
-__all__ = ["OneShot", "RunAbandoned", "RunBinding", "RunFailed", "RunSpec", "run_lifecycle"]
+__all__ = [
+    "OneShot",
+    "Progress",
+    "RunAbandoned",
+    "RunBinding",
+    "RunFailed",
+    "RunSpec",
+    "run_lifecycle",
+]
 
 _T = TypeVar("_T")
+
+#: How much of the deadline stopping every process may take at most: a
+#: second for children to exit on SIGTERM, a second more before SIGKILL.
+STOP_RESERVE_S = 2.0
 
 
 class OneShot:
@@ -63,6 +78,40 @@ class OneShot:
         return d
 
 
+@frozen
+class Progress:
+    """
+    How far a run is, as a binding reports it while it runs (the launcher
+    as JSON lines to C{bcr}, the simulation by a callback).
+    """
+
+    results: int
+    requests: int
+    configuration: int
+    elapsed_s: float
+
+    @classmethod
+    def of(
+        cls, outcomes: Sequence[ClientOutcome], configurations: Iterable[int], elapsed_s: float
+    ) -> Progress:
+        return cls(
+            results=sum(o.accepted for o in outcomes),
+            requests=sum(len(o.operations) for o in outcomes),
+            configuration=max(configurations, default=-1),
+            elapsed_s=round(elapsed_s, 3),
+        )
+
+    def as_line(self) -> str:
+        return json.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Progress | None:
+        try:
+            return cls(**json.loads(line))
+        except (ValueError, TypeError):
+            return None
+
+
 class RunFailed(Exception):
     """A phase did not complete; the message is one line for the summary's errors."""
 
@@ -76,10 +125,33 @@ class RunSpec:
     """What a run is, fixed before anything starts: the parsed case and its bounds."""
 
     case: Case
-    #: Bound on the whole run (the binding's clock: simulated in simulation).
+    #: Bound on the whole run, every phase included (the binding's clock:
+    #: wall-clock with processes, simulated in simulation).
     deadline_s: float
     #: Spare replicas kept beyond configuration 0.
     spares: int
+
+    @property
+    def stop_reserve_s(self) -> float:
+        """The deadline's last part, kept for stopping every process."""
+        return min(STOP_RESERVE_S, self.deadline_s / 6)
+
+    @property
+    def report_until_s(self) -> float:
+        """Seconds from the run's start by which Olympus's report must have come."""
+        return self.deadline_s - self.stop_reserve_s
+
+    @property
+    def workload_until_s(self) -> float:
+        """
+        Seconds from the run's start by which every client must have
+        finished: what the deadline leaves once the report's grace (at most
+        half the deadline) and the stop are set aside.  Olympus waits two
+        step timeouts for final states after a failed workload; the grace,
+        three, leaves it room to answer.
+        """
+        report_reserve = min(self.case.report_grace_s, self.deadline_s / 2)
+        return self.report_until_s - report_reserve
 
     @classmethod
     def checked(cls, case: Case, deadline_s: float, spares: int) -> RunSpec:
@@ -116,14 +188,27 @@ class RunBinding(Protocol):
     def run_report(self) -> Deferred[RunReport]:
         """Fires with Olympus's report."""
 
-    def wait(self, waitable: Deferred[_T], what: str, within_s: float | None) -> Awaitable[_T]:
+    def wait(
+        self,
+        waitable: Deferred[_T],
+        what: str,
+        until_s: float,
+        within_s: float | None = None,
+        may_end_early: bool = False,
+    ) -> Awaitable[_T]:
         """
-        C{waitable}'s result, or L{RunFailed} naming C{what} once the run's
-        deadline (C{within_s} None) or C{within_s} from now passed.
+        C{waitable}'s result, or L{RunFailed} naming C{what} once
+        C{until_s} seconds from the run's start have passed, or C{within_s}
+        from now if that comes first (or, if C{may_end_early}, once a test
+        hook ended the run).
         """
 
-    def stop(self) -> Awaitable[list[str]]:
-        """Stop every process; the errors that came of it."""
+    def stop(self, until_s: float) -> Awaitable[list[str]]:
+        """
+        Stop every process, signalling those that do not exit by
+        themselves so that all are gone C{until_s} seconds from the run's
+        start; the errors that came of it.
+        """
 
     def outcomes(self) -> list[ClientOutcome]:
         """What every client recorded."""
@@ -142,7 +227,10 @@ async def run_lifecycle(binding: RunBinding, spec: RunSpec) -> dict[str, Any]:
     try:
         await binding.start()
         try:
-            await binding.wait(binding.workload_done(), "every client to finish", None)
+            await binding.wait(
+                binding.workload_done(), "every client to finish", spec.workload_until_s,
+                may_end_early=True,
+            )
             reason, done, within = "every client has finished", True, None
         except RunAbandoned:
             raise
@@ -154,14 +242,16 @@ async def run_lifecycle(binding: RunBinding, spec: RunSpec) -> dict[str, Any]:
             reason, done = "the run's deadline passed", False
             within = spec.case.report_grace_s
         binding.finish(reason, done)
-        report = await binding.wait(binding.run_report(), "Olympus's run report", within)
+        report = await binding.wait(
+            binding.run_report(), "Olympus's run report", spec.report_until_s, within
+        )
     except RunFailed as e:
         errors.append(str(e))
         binding.failed(str(e))
     except Exception as e:
         errors.append(f"{binding.mode}: {type(e).__name__}: {e}")
         binding.failed(errors[-1], Failure())
-    errors += await binding.stop()
+    errors += await binding.stop(spec.deadline_s)
     return build_summary(
         spec.case, binding.mode, binding.outcomes(), report, binding.elapsed_s(), errors
     )

@@ -530,6 +530,9 @@ class RunReport:
     placements: tuple[Placement, ...] = ()
     #: Every fault a replica reported firing (L{FaultFired}), by place.
     faults_fired: tuple[FaultFired, ...] = ()
+    #: When Olympus received each of C{faults_fired}, in the same order:
+    #: microseconds on Olympus's clock (the run report's timeline).
+    faults_fired_at_us: tuple[int, ...] = ()
 
 
 @frozen

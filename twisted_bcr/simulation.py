@@ -21,7 +21,10 @@ whatever it likes from there.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,13 +47,24 @@ from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.core.olympus import Olympus
 from twisted_bcr.core.replica import Replica, fault_plan_factory
-from twisted_bcr.files import make_private_directory
-from twisted_bcr.interfaces import IEnvironment, IMachine
-from twisted_bcr.lifecycle import OneShot, RunFailed, RunSpec, result_now, run_lifecycle
+from twisted_bcr.files import make_private_directory, write_atomically
+from twisted_bcr.interfaces import IEnvironment, IMachine, IMetrics
+from twisted_bcr.lifecycle import (
+    OneShot,
+    Progress,
+    RunFailed,
+    RunSpec,
+    result_now,
+    run_lifecycle,
+)
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import RunReport
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.peers import Peer
+from twisted_bcr.report import record_run, timeline
 
+#: How often, in wall seconds, a simulation reports its progress.
+PROGRESS_INTERVAL_S = 0.25
 #: One-way message latency range of the simulated network, in seconds.
 DEFAULT_LATENCY_S = (0.0001, 0.0005)
 
@@ -164,6 +178,8 @@ class SimulatedNetwork:
         self.undeliverable: list[tuple[str, str, str]] = []
         #: Every kill and stall, in order, for the summary.
         self.injected: list[dict[str, Any]] = []
+        #: Called after each step of L{run_until}; it must not change the run.
+        self.on_step: Callable[[], None] | None = None
 
     def add_node(
         self, address: str, observers: list[ILogObserver], key: bytes
@@ -281,6 +297,8 @@ class SimulatedNetwork:
                 clock.advance(deadline_s - clock.seconds())
                 return done()
             clock.advance(max(0.0, next_time - clock.seconds()))
+            if self.on_step is not None:
+                self.on_step()
         return True
 
 
@@ -324,8 +342,15 @@ def build_cluster(
     open_files: list[Any] | None = None,
     extra_observers: list[ILogObserver] | None = None,
     registry: faults.Registry | None = None,
+    metrics: Callable[[str], IMetrics] | None = None,
 ) -> SimulatedCluster:
-    """Create every node of C{case} (2t+1 replicas plus C{spares} spares)."""
+    """
+    Create every node of C{case} (2t+1 replicas plus C{spares} spares).
+
+    @param metrics: The sink of the machine at each address ('olympus',
+        'spare-N'); by default they count nothing.
+    """
+    sink: Callable[[str], IMetrics] = metrics or (lambda address: NO_METRICS)
     files = open_files if open_files is not None else []
     network = SimulatedNetwork(seed)
     extra = list(extra_observers or [])
@@ -345,7 +370,9 @@ def build_cluster(
         frozenset(identity.verify_key_bytes for identity in identities),
         {i: key.verify_key_bytes for i, key in enumerate(client_keys)},
     )
-    olympus = Olympus(node("olympus", olympus_key), case, olympus_key, admission)
+    olympus = Olympus(
+        node("olympus", olympus_key), case, olympus_key, admission, metrics=sink("olympus")
+    )
     network.nodes["olympus"].machine = olympus
     replicas = []
     for n in range(spare_count):
@@ -358,6 +385,7 @@ def build_cluster(
             identity=identities[n],
             fault_injection=True,
             faults_factory=plans,
+            metrics=sink(address),
         )
         network.nodes[address].machine = replica
         replicas.append(replica)
@@ -469,9 +497,17 @@ class _SimulatedRun:
     def run_report(self) -> Deferred[RunReport]:
         return self._cluster.reported.wait()
 
-    async def wait(self, waitable: Deferred[_T], what: str, within_s: float | None) -> _T:
+    async def wait(
+        self,
+        waitable: Deferred[_T],
+        what: str,
+        until_s: float,
+        within_s: float | None = None,
+        may_end_early: bool = False,
+    ) -> _T:
+        # The clock starts at 0 with the run; nothing here ends a run early.
         clock = self._cluster.network.clock
-        deadline = self._spec.deadline_s if within_s is None else clock.seconds() + within_s
+        deadline = until_s if within_s is None else min(until_s, clock.seconds() + within_s)
         self._cluster.network.run_until(lambda: waitable.called, deadline)
         if not waitable.called:
             waitable.addErrback(lambda _: None)
@@ -481,7 +517,7 @@ class _SimulatedRun:
             )
         return await waitable
 
-    async def stop(self) -> list[str]:
+    async def stop(self, until_s: float) -> list[str]:
         return []
 
     def outcomes(self) -> list[ClientOutcome]:
@@ -497,6 +533,35 @@ class _SimulatedRun:
             failure.raiseException()  # a bug in the simulation: let the test see it
 
 
+class _ProgressReporter:
+    """
+    Reports a simulation's progress every L{PROGRESS_INTERVAL_S} of wall
+    time (as the network's C{on_step}), and once more at the end.
+    """
+
+    def __init__(
+        self, cluster: SimulatedCluster, on_progress: Callable[[Progress], None]
+    ) -> None:
+        self._cluster = cluster
+        self._on_progress = on_progress
+        self._started = time.monotonic()
+        self._next_at = self._started + PROGRESS_INTERVAL_S
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_at:
+            self._next_at = now + PROGRESS_INTERVAL_S
+            self.report()
+
+    def report(self) -> None:
+        configuration = self._cluster.olympus.configuration
+        self._on_progress(Progress.of(
+            [c.outcome for c in self._cluster.clients],
+            [configuration.number] if configuration is not None else [],
+            time.monotonic() - self._started,
+        ))
+
+
 def simulate(
     case: Case,
     seed: int = 0,
@@ -506,6 +571,8 @@ def simulate(
     spares: int | None = None,
     chaos: int = 0,
     registry: faults.Registry | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    metrics: Callable[[str], IMetrics] | None = None,
 ) -> dict[str, Any]:
     """
     Run C{case} in simulation and return its summary (DESIGN §4).
@@ -518,6 +585,10 @@ def simulate(
         drawn from the seed (see L{schedule_chaos}).
     @param registry: The fault plugins the case's failures name; by default
         the built-ins.
+    @param on_progress: Called a few times a second of wall time with how
+        far the run is (its C{elapsed_s} is wall time, for a person
+        watching); it only reads, so the run stays the seed's.
+    @param metrics: As for L{build_cluster}.
     """
     spec = RunSpec.checked(
         case,
@@ -529,16 +600,30 @@ def simulate(
         make_private_directory(log_dir)
     try:
         cluster = build_cluster(
-            case, seed, log_dir, spares=spec.spares, open_files=files, registry=registry
+            case, seed, log_dir, spares=spec.spares, open_files=files, registry=registry,
+            metrics=metrics,
         )
         if chaos:
             schedule_chaos(cluster, chaos)
+        reporter = _ProgressReporter(cluster, on_progress) if on_progress else None
+        cluster.network.on_step = reporter
         if prepare is not None:
             prepare(cluster)
         # Every wait of the simulated binding runs the network until it is
         # over, so the whole lifecycle completes before ensureDeferred returns.
         summary = result_now(ensureDeferred(run_lifecycle(_SimulatedRun(cluster, spec), spec)))
+        if reporter is not None:
+            reporter.report()
         summary["injected"] = cluster.network.injected
+        summary["timeline"] = timeline(cluster.report, 0.0, simulated=True)
+        if log_dir is not None:
+            # Like bcr run's: the summary and the run report's data
+            # (the simulated clock starts at 0 with the run).
+            record_run(summary, log_dir, [c.outcome for c in cluster.clients],
+                       cluster.report, 0.0, simulated=True)
+            write_atomically(
+                os.path.join(log_dir, "summary.json"), json.dumps(summary, indent=2) + "\n"
+            )
         return summary
     finally:
         for f in files:

@@ -243,8 +243,11 @@ class Supervisor:
         except (TimeoutError, CancelledError):
             pass
 
-    async def terminate_stragglers(self) -> list[str]:
-        """SIGTERM, then SIGKILL, whatever still runs; one error line per straggler."""
+    async def terminate_stragglers(self, grace_s: float = TERMINATE_GRACE_S) -> list[str]:
+        """
+        SIGTERM, then SIGKILL, whatever still runs, each followed by up to
+        C{grace_s} for it to end; one error line per straggler.
+        """
         errors = []
         for signal_name in ("TERM", "KILL"):
             running = [c for c in self.children if c.running]
@@ -257,7 +260,7 @@ class Supervisor:
                     event="bcr.signal",
                 )
                 errors.append(f"{child.name} did not exit; sent SIG{signal_name}")
-            await self.exit_within(TERMINATE_GRACE_S)
+            await self.exit_within(grace_s)
         errors += [
             f"{c.name} (pid {c.pid}) survived SIGKILL" for c in self.children if c.running
         ]

@@ -8,6 +8,7 @@ C{--json} prints it.
 
 from __future__ import annotations
 
+import os
 from typing import IO, Any, Protocol
 
 from rich.console import Console
@@ -17,12 +18,13 @@ from rich.table import Table
 
 __all__ = ["LiveProgress", "print_table", "verdict_line"]
 
-#: A run shorter than this shows no progress line.
+#: A run shorter than this shows no progress line; the environment
+#: variable C{BCR_PROGRESS_AFTER_S} changes it (0: from the first report).
 PROGRESS_AFTER_S = 1.0
 
 
 class _Progress(Protocol):
-    """What a progress report says (L{twisted_bcr.launch.Progress})."""
+    """What a progress report says (L{twisted_bcr.lifecycle.Progress})."""
 
     @property
     def results(self) -> int: ...
@@ -38,18 +40,20 @@ class LiveProgress:
     """
     The live line of a run longer than a second, on a terminal: results
     done of all, their rate, the configuration in use and the
-    reconfigurations so far.  Fed the launcher's progress reports.
+    reconfigurations so far.  Fed the launcher's (or the simulation's)
+    progress reports.
     """
 
-    def __init__(self, file: IO[str]) -> None:
-        self._console = Console(file=file)
+    def __init__(self, file: IO[str], console: Console | None = None) -> None:
+        self._console = console if console is not None else Console(file=file)
+        self._after_s = _after_s()
         self._bar: Bar | None = None
         self._task: Any = None
         self._previous: tuple[float, int] | None = None
         self._rate = 0.0
 
     def __call__(self, progress: _Progress) -> None:
-        if progress.elapsed_s < PROGRESS_AFTER_S and self._bar is None:
+        if progress.elapsed_s < self._after_s and self._bar is None:
             return
         if self._previous is not None and progress.elapsed_s > self._previous[0]:
             then, done = self._previous
@@ -80,6 +84,16 @@ class LiveProgress:
             self._bar.stop()
 
 
+def _after_s() -> float:
+    text = os.environ.get("BCR_PROGRESS_AFTER_S")
+    if text is None:
+        return PROGRESS_AFTER_S
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        return PROGRESS_AFTER_S
+
+
 def verdict_line(summary: dict[str, Any]) -> str:
     """The last line of every run's output."""
     verdict = "PASS" if summary["ok"] else "FAIL"
@@ -91,8 +105,11 @@ def verdict_line(summary: dict[str, Any]) -> str:
     )
 
 
-def print_table(summary: dict[str, Any], file: IO[str]) -> None:
-    """The run at a glance: verdict, work, speed, configurations, faults, errors, logs."""
+def print_table(summary: dict[str, Any], file: IO[str], report: str | None = None) -> None:
+    """
+    The run at a glance: verdict, work, speed, configurations, faults,
+    errors, logs, and the run report's page if one was written.
+    """
     simulated = summary["mode"] == "simulation"
     seconds = "s (simulated)" if simulated else "s"
     clients = summary["clients"]
@@ -145,6 +162,8 @@ def print_table(summary: dict[str, Any], file: IO[str]) -> None:
         table.add_row("errors" if number == 0 else "", error)
     if "log_dir" in summary:
         table.add_row("logs", str(summary["log_dir"]))
+    if report is not None:
+        table.add_row("report", report)
     Console(file=file, highlight=False, soft_wrap=False).print(table)
 
 

@@ -72,6 +72,11 @@ class ClientOutcome:
     #: (the binding's clock), to measure workload time apart from start-up.
     first_sent_at: float | None = None
     last_accepted_at: float | None = None
+    #: Per accepted result, in workload order: when it was accepted (the
+    #: binding's clock; it was sent C{latencies_s} earlier) and the number
+    #: of the configuration the client was using (the run report's data).
+    accepted_at: list[float] = field(factory=list)
+    accepted_in: list[int] = field(factory=list)
 
     @property
     def accepted(self) -> int:
@@ -434,6 +439,10 @@ class Client:
         self.outcome.results.append(result)
         self.outcome.slots.append(slot)
         self.outcome.latencies_s.append(latency)
+        self.outcome.accepted_at.append(now)
+        self.outcome.accepted_in.append(
+            self.configuration.number if self.configuration is not None else -1
+        )
         self._log.info(
             "{name} accepted {request_id} slot {slot}: {result!r} "
             "({ms:.1f} ms){how}{problems}",

@@ -56,7 +56,7 @@ from twisted_bcr.core.reconfiguration import (
     vouched_results,
 )
 from twisted_bcr.core.run_end import ANNOUNCE_TIMER, FINISH_TIMER, RunEnd
-from twisted_bcr.interfaces import IAdmission, IEnvironment, IMachine
+from twisted_bcr.interfaces import IAdmission, IEnvironment, IMachine, IMetrics
 from twisted_bcr.messages import (
     Assignment,
     CatchUp,
@@ -88,6 +88,7 @@ from twisted_bcr.messages import (
     WedgeRequest,
     message_name,
 )
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.peers import Peer, peer_of
 from twisted_bcr.throttle import Throttle, clip
 
@@ -161,6 +162,10 @@ class _Reconfiguration:
     #: Why no quorum can be formed, once Olympus has run out of candidates.
     hopeless: str | None = None
     wedge_step_over: bool = False
+    #: When the quorum that is being (or was last) tried got its catch-up
+    #: lists, and when a running state was chosen: the phases of the record.
+    quorum_at: float | None = None
+    state_at: float | None = None
 
 
 # Who may send what: predicates over (olympus, sender, sealed message).
@@ -211,8 +216,10 @@ class Olympus:
         key: crypto.KeyPair,
         admission: IAdmission,
         verifier: crypto.Verifier | None = None,
+        metrics: IMetrics = NO_METRICS,
     ) -> None:
         self._env = env
+        self._metrics = metrics
         self._log = env.log
         self._case = case
         self._key = key
@@ -239,6 +246,8 @@ class Olympus:
             max_keys=MAX_CHALLENGING_KEYS,
         )
         self.clients: dict[int, ClientInfo] = {}
+        #: Registrations refused per client index of the case, for the report.
+        self._refused_clients: dict[int, int] = {}
         self.configuration: Configuration | None = None
         #: The newest configuration clients have been told about.
         self.announced = -1
@@ -287,7 +296,8 @@ class Olympus:
             # Signed by the key that authenticated the connection, for us.
             inner = unseal(self._verifier, message, sender.key, self._key.verify_key_bytes)
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"sealed by {message.signer!r}: {e}")
+            self._metrics.verification_failed("sealed")
+            self._reject(sender, f"sealed by {message.signer!r}: {e}", "verification")
             return
         rule = self.ACCEPTS.get(type(inner))
         if rule is None:
@@ -300,7 +310,8 @@ class Olympus:
             return
         if not rule.allowed(self, sender, inner):
             self._reject(
-                sender, f"dropped {message_name(inner)} from a peer that is not {rule.sender}"
+                sender, f"dropped {message_name(inner)} from a peer that is not {rule.sender}",
+                "not_allowed",
             )
             return
         # Replies go where the (signed) envelope says the sender listens.
@@ -334,7 +345,9 @@ class Olympus:
 
     # ------------------------------------------------------------------
 
-    def _reject(self, sender: Peer, reason: str) -> None:
+    def _reject(self, sender: Peer, reason: str, why: str = "unexpected") -> None:
+        # Counted whether or not the log line is suppressed.
+        self._metrics.message_rejected(why)
         # Per key for registered peers; strangers, who can mint keys and
         # connections at will, share one allowance.
         role = self._name_of(sender.key)
@@ -390,17 +403,23 @@ class Olympus:
                 sender,
                 f"spare registration with identity {message.identity_key.hex()[:16]}, "
                 f"which is not admitted",
+                "not_admitted",
             )
             return
         if len(self._live_spares()) >= MAX_SPARES:
-            self._reject(sender, f"spare registration: {MAX_SPARES} spares already registered")
+            self._reject(
+                sender, f"spare registration: {MAX_SPARES} spares already registered",
+                "over_limit",
+            )
             return
         if self._challenge_budget.allow(key.hex()) is None:
             # Each challenge may be a connection to an address the registrant
             # chose: one key (one authenticated connection) must not make
             # Olympus open them at will.  A real spare needs one, or two if
             # the first was lost; more takes new connections and keys.
-            self._reject(sender, "spare registration: this key was challenged already")
+            self._reject(
+                sender, "spare registration: this key was challenged already", "over_limit"
+            )
             return
         challenge = _Challenge(
             nonce=self._env.random_bytes(NONCE_BYTES),
@@ -452,10 +471,14 @@ class Olympus:
                 challenge.identity_key, RegistrationBinding,
             )
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"registration response: {e}")
+            self._metrics.verification_failed("registration")
+            self._reject(sender, f"registration response: {e}", "verification")
             return
         if not self._admission.admits_replica(challenge.identity_key):
-            self._reject(sender, "registration response from an identity no longer admitted")
+            self._reject(
+                sender, "registration response from an identity no longer admitted",
+                "not_admitted",
+            )
             return
         self._add_spare(challenge.spare, challenge.identity_key)
 
@@ -469,6 +492,7 @@ class Olympus:
         for old in replaced:
             self._forget_spare(old)
         self.spares.append(info)
+        self._metrics.spares(len(self.spares))
         self._spare_identity[info.verify_key] = identity_key
         self._spare_seen[info.verify_key] = self._env.now()
         self._log.info(
@@ -488,13 +512,22 @@ class Olympus:
 
     def _forget_spare(self, spare: ReplicaInfo) -> None:
         self.spares.remove(spare)
+        self._metrics.spares(len(self.spares))
         self._spare_seen.pop(spare.verify_key, None)
         self._spare_identity.pop(spare.verify_key, None)
 
     def _on_register_client(self, sender: Peer, signer: str, message: RegisterClient) -> None:
         if self._admission.client_key(message.index) != message.verify_key:
+            if 0 <= message.index < self._case.num_client:
+                # Bounded by the case's clients, however many keys try.  No
+                # answer goes back: it would go to an address the sender
+                # chose.  The run report names the cause instead.
+                self._refused_clients[message.index] = (
+                    self._refused_clients.get(message.index, 0) + 1
+                )
             self._reject(
-                sender, f"client {message.index} registration with a key not admitted for it"
+                sender, f"client {message.index} registration with a key not admitted for it",
+                "not_admitted",
             )
             return
         if not 0 <= message.index < self._case.num_client:
@@ -571,6 +604,7 @@ class Olympus:
             nonhead_timeout_ms=case.nonhead_timeout_ms,
         )
         self.configuration = configuration
+        self._metrics.configuration(number)
         self.configurations[number] = configuration
         self._first_slots[number] = first_slot
         for index, replica in enumerate(chosen):
@@ -645,6 +679,9 @@ class Olympus:
         self, sender: Peer, signer: str, message: ReconfigurationRequest
     ) -> None:
         current = self.configuration
+        self._metrics.reconfiguration_request_received(
+            "client" if signer.startswith("client ") else "replica"
+        )
         self._log.warn(
             "olympus received a reconfiguration request from {requester} for "
             "configuration {configuration}: {reason}",
@@ -679,6 +716,7 @@ class Olympus:
             reason=clip(message.reason, 400),
             started_at=self._env.now(),
         )
+        self._metrics.reconfiguration_started()
         self._log.warn(
             "olympus reconfigures configuration {number}: wedging its replicas",
             number=current.number, event="bcr.wedge", node=self.name,
@@ -734,6 +772,7 @@ class Olympus:
                 client_keys,
             )
         except ProofError as e:
+            self._metrics.verification_failed("wedged")
             state.invalid[message.index] = str(e)
             self._log.warn(
                 "olympus: wedged message of {replica} is invalid: {reason}",
@@ -743,6 +782,7 @@ class Olympus:
             self._search()
             return
         state.wedged[message.index] = wedged
+        self._metrics.wedged_message_received()
         self._log.info(
             "olympus: wedged message of {replica} is valid: {length} history entries "
             "after checkpoint slot {checkpoint}",
@@ -778,6 +818,7 @@ class Olympus:
             try:
                 plan = plan_quorum([state.wedged[i] for i in quorum])
             except ProofError as e:
+                self._metrics.verification_failed("quorum")
                 self._log.info(
                     "olympus: quorum {quorum} is not consistent: {reason}",
                     quorum=list(quorum), reason=str(e), event="bcr.quorum_rejected",
@@ -805,6 +846,8 @@ class Olympus:
         state = self.reconfiguring
         assert state is not None
         state.attempt = _Attempt(plan)
+        self._metrics.reconfiguration_phase("quorum", self._env.now() - state.started_at)
+        state.quorum_at = self._env.now()
         configuration = self.configurations[state.number]
         self._log.info(
             "olympus tries quorum {quorum}: checkpoint slot {checkpoint}, LH of "
@@ -861,6 +904,7 @@ class Olympus:
             return
         hashes = {m.state_hash for m in attempt.caught_up.values()}
         if len(hashes) != 1:
+            self._metrics.verification_failed("caught_up")
             self._fail_attempt(
                 "caught-up state hashes differ: "
                 + ", ".join(
@@ -870,6 +914,7 @@ class Olympus:
             )
             return
         attempt.state_hash = hashes.pop()
+        self._metrics.reconfiguration_phase("caught_up", self._env.now() - state.started_at)
         self._env.cancel_timer(_STEP_TIMER)
         self._ask_running_state()
 
@@ -921,6 +966,7 @@ class Olympus:
             return
         self._env.cancel_timer(_STEP_TIMER)
         if crypto.state_hash(message.state) != attempt.state_hash:
+            self._metrics.verification_failed("running_state")
             self._log.warn(
                 "olympus: the running state of {replica} does not match the caught-up hash",
                 replica=signer, event="bcr.running_state", matches=False, node=self.name,
@@ -952,6 +998,8 @@ class Olympus:
             )
             self._env.send(peer_of(self.clients[voucher.client]), sealed)
         state.ready = (attempt.plan, dict(message.state), recovered)
+        self._metrics.reconfiguration_phase("running_state", self._env.now() - state.started_at)
+        state.state_at = self._env.now()
         state.attempt = None
         self._install_next()
 
@@ -984,8 +1032,14 @@ class Olympus:
             # The binding's clock (wall-clock seconds with real processes).
             "started_at": state.started_at,
             "duration_s": round(self._env.now() - state.started_at, 6),
+            # The phases, on the same clock: wedging until the quorum that
+            # succeeded was chosen, catching up and choosing a running state
+            # until state_at, then installing the new configuration.
+            "quorum_at": state.quorum_at,
+            "state_at": state.state_at,
         }
         self.reconfigurations.append(record)
+        self._metrics.reconfiguration_completed(self._env.now() - state.started_at)
         self.reconfiguring = None
         self._env.cancel_timer(_WEDGE_TIMER)
         self._end.configuration_installed()
@@ -1010,6 +1064,15 @@ class Olympus:
 
     def _on_fault_fired(self, sender: Peer, signer: str, message: FaultFired) -> None:
         self._end.on_fault_fired(sender, signer, message)
+
+    def registration_errors(self) -> list[str]:
+        """Why clients of the case never registered, if Olympus refused them."""
+        return [
+            f"client {index} never registered: Olympus refused {count} registration(s) "
+            f"with a key not admitted for client {index} (docs/SECURITY.md, admission)"
+            for index, count in sorted(self._refused_clients.items())
+            if index not in self.clients
+        ]
 
     def abandon_reconfiguration(self) -> None:
         """Give up the reconfiguration in flight, if any: the run reports it as an error."""

@@ -49,7 +49,7 @@ from twisted_bcr.core.common import (
 )
 from twisted_bcr.dictionary import apply_operation
 from twisted_bcr.faults import NO_FAULTS, FaultHooks, FaultPlan, Registry
-from twisted_bcr.interfaces import IEnvironment, IMachine, IMisbehave
+from twisted_bcr.interfaces import IEnvironment, IMachine, IMetrics, IMisbehave
 from twisted_bcr.messages import (
     Assignment,
     CatchUp,
@@ -90,6 +90,7 @@ from twisted_bcr.messages import (
     WedgeRequest,
     message_name,
 )
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.peers import Peer, peer_of
 from twisted_bcr.throttle import Throttle, clip
 
@@ -162,14 +163,17 @@ class Replica:
         fault_injection: bool = False,
         faults_factory: Callable[[Replica, str], FaultHooks] | None = None,
         result_cache_size: int = DEFAULT_RESULT_CACHE_SIZE,
+        metrics: IMetrics = NO_METRICS,
     ) -> None:
         """
         @param key: The fresh key this process signs statements with.
         @param olympus: Olympus's address and key.
         @param identity: The long-term key an operator admitted at Olympus;
             it signs nothing but the answer to Olympus's challenge.
+        @param metrics: Where to count what happens (nothing, by default).
         """
         self._env = env
+        self._metrics = metrics
         self._log = env.log
         self._key = key
         self._identity = identity
@@ -217,6 +221,8 @@ class Replica:
         #: Olympus asked for a Quiescent once nothing is in flight.
         self._quiescing = False
         self._registration_interval_s = REGISTRATION_INTERVAL_FIRST_S
+        #: At the head: when each slot whose result is not back was ordered.
+        self._ordered_at: dict[int, float] = {}
 
     # ------------------------------------------------------------------
     # IMachine
@@ -260,7 +266,8 @@ class Replica:
             return
         if not rule.allowed(self, sender, message):
             self._drop(
-                sender, f"{message_name(message)} from a peer that is not {rule.sender}"
+                sender, f"{message_name(message)} from a peer that is not {rule.sender}",
+                "not_allowed",
             )
             return
         rule.handler(self, sender, message)
@@ -335,8 +342,12 @@ class Replica:
         )
         self._env.send(to, message)
 
-    def _reject(self, sender: Peer, reason: str) -> None:
-        """Log a message we refused after reading it; the text may be hostile."""
+    def _reject(self, sender: Peer, reason: str, why: str = "unexpected") -> None:
+        """
+        Log a message we refused after reading it; the text may be hostile.
+        C{why} is the kind of refusal, for L{IMetrics.message_rejected}.
+        """
+        self._metrics.message_rejected(why)
         suppressed = self._throttle.allow(self._throttle_key(sender))
         if suppressed is None:
             return
@@ -360,9 +371,14 @@ class Replica:
             return sender.key.hex()
         return "strangers"
 
-    def _drop(self, sender: Peer, reason: str) -> None:
+    def _drop(self, sender: Peer, reason: str, why: str = "unexpected") -> None:
         """A message from a peer not allowed to send it: never evidence."""
-        self._reject(sender, f"dropped {reason}")
+        self._reject(sender, f"dropped {reason}", why)
+
+    def _failed_check(self, sender: Peer, kind: str, reason: str) -> None:
+        """Refuse a message whose C{kind} of signature or statement check failed."""
+        self._metrics.verification_failed(kind)
+        self._reject(sender, reason, "verification")
 
     def _sign(self, statement: object) -> Signed:
         signed = crypto.sign(self._key, statement)
@@ -406,6 +422,7 @@ class Replica:
             node=self.name,
             configuration=self.configuration.number,
         )
+        self._metrics.reconfiguration_requested()
         request = ReconfigurationRequest(
             self.configuration.number, self.name, reason, ()
         )
@@ -428,7 +445,7 @@ class Replica:
                 None if self.mode is Mode.PENDING else self._olympus_epoch,
             )
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"sealed by {sealed.signer!r}: {e}")
+            self._failed_check(sender, "sealed", f"sealed by {sealed.signer!r}: {e}")
             return
         if self.mode is Mode.PENDING:
             self._olympus_epoch = sealed.epoch
@@ -507,6 +524,8 @@ class Replica:
             )
             return
         self.mode = Mode.ACTIVE
+        self._metrics.configuration(configuration.number)
+        self._metrics.chain_position(self.index)
         self._log.info(
             "{name} active: configuration {configuration}, position {index} of "
             "{length}, first slot {first_slot}, {keys} keys in state",
@@ -548,7 +567,7 @@ class Replica:
                 vouched = codec.decode(voucher.statements[0].body, ResultStatement)
                 assert isinstance(vouched, ResultStatement)
             except (crypto.BadSignature, codec.BadMessage) as e:
-                self._reject(self._olympus, f"recovered result: {e}")
+                self._failed_check(self._olympus, "recovered_result", f"recovered result: {e}")
                 continue
             own = self._sign(
                 ResultStatement(
@@ -583,6 +602,9 @@ class Replica:
             return
         assert self.configuration is not None
         self.mode = Mode.IMMUTABLE
+        self._metrics.wedged()
+        # Results still on their way are the reconfiguration's now.
+        self._ordered_at.clear()
         for client_key in list(self._awaiting_client):
             self._stop_awaiting(client_key)
         history = self.faults.tamper(
@@ -631,6 +653,7 @@ class Replica:
             result = apply_operation(
                 self.state, request.operation.name, request.operation.args
             )
+            self._metrics.slot_executed()
             self.last_executed = entry.slot
             self.history[entry.slot] = entry
             statement = self._sign(
@@ -758,10 +781,11 @@ class Replica:
             return check_request(self._verifier, signed, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
             # Bad authentication proves nothing about anyone: drop it.
-            self._reject(sender, f"client request: {e}")
+            self._failed_check(sender, "request", f"client request: {e}")
             return None
 
     def _on_client_request(self, sender: Peer, message: ClientRequest) -> None:
+        self._metrics.request_received("client")
         # Counted before it is checked: invalid messages count too (SPEC §11.1).
         if not self.faults.received("client_request", requesting_client(message.request)):
             return
@@ -771,6 +795,7 @@ class Replica:
         self._handle_request(sender, message.request, request, forwarded=False)
 
     def _on_forwarded_request(self, sender: Peer, message: ForwardedRequest) -> None:
+        self._metrics.request_received("forwarded")
         if not self.faults.received("forwarded_request", requesting_client(message.request)):
             return
         request = self._check_client_request(sender, message.request)
@@ -839,6 +864,7 @@ class Replica:
                     sender,
                     f"request {request.request_id}: {MAX_IN_FLIGHT_PER_CLIENT} requests "
                     f"of client {request.client} are still in the chain",
+                    "over_limit",
                 )
                 return
             if forwarded:
@@ -917,6 +943,8 @@ class Replica:
         """The head assigns the next slot and starts the shuttle (§5 step 2)."""
         slot = self.next_slot
         self.next_slot += 1
+        self._metrics.slot_ordered()
+        self._ordered_at[slot] = self._env.now()
         received = "forwarded_request" if forwarded else "client_request"
         self._execute_and_pass_on(sender, received, signed, request, slot, (), ())
 
@@ -929,7 +957,7 @@ class Replica:
         try:
             request = check_request(self._verifier, shuttle.request, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"shuttle for slot {shuttle.slot}: {e}")
+            self._failed_check(sender, "request", f"shuttle for slot {shuttle.slot}: {e}")
             self._request_reconfiguration(
                 f"shuttle for slot {shuttle.slot} carries a request no replica may order: {e}"
             )
@@ -944,7 +972,7 @@ class Replica:
             return
         problem = self._shuttle_problem(shuttle, request)
         if problem is not None:
-            self._reject(sender, f"shuttle for slot {shuttle.slot}: {problem}")
+            self._failed_check(sender, "shuttle", f"shuttle for slot {shuttle.slot}: {problem}")
             self._request_reconfiguration(f"shuttle for slot {shuttle.slot}: {problem}")
             return
         self._execute_and_pass_on(
@@ -1011,6 +1039,7 @@ class Replica:
         assert self.configuration is not None
         number = self.configuration.number
         result = apply_operation(self.state, request.operation.name, request.operation.args)
+        self._metrics.slot_executed()
         result_hash = crypto.result_hash(result)
         for position, signed_result in enumerate(result_proof):
             statement = self._verifier.verify(signed_result, self._keys[position], ResultStatement)
@@ -1021,6 +1050,7 @@ class Replica:
                     f"result statement {position} for slot {slot} disagrees "
                     f"with our result {result!r}"
                 )
+                self._metrics.verification_failed("result_statement")
                 self._log.warn(
                     "{name} {reason}", name=self.name, reason=reason,
                     event="bcr.misbehaviour", node=self.name,
@@ -1112,6 +1142,7 @@ class Replica:
         proof = self.faults.tamper("result_proof", message.result_proof)
         if proof is not message.result_proof:
             message = evolve(message, result_proof=proof)
+        self._metrics.result_sent()
         self._send(
             self._clients[request.client],
             self.faults.tamper("result_message", message),
@@ -1135,7 +1166,9 @@ class Replica:
         try:
             request = check_request(self._verifier, shuttle.request, self._client_keys)
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._reject(sender, f"result shuttle for slot {shuttle.slot}: {e}")
+            self._failed_check(
+                sender, "request", f"result shuttle for slot {shuttle.slot}: {e}"
+            )
             return
         if self.mode is Mode.IMMUTABLE:
             self._log.info(
@@ -1147,7 +1180,9 @@ class Replica:
             return
         problem = self._result_shuttle_problem(shuttle, request)
         if problem is not None:
-            self._reject(sender, f"result shuttle for slot {shuttle.slot}: {problem}")
+            self._failed_check(
+                sender, "result_shuttle", f"result shuttle for slot {shuttle.slot}: {problem}"
+            )
             self._request_reconfiguration(
                 f"result shuttle for slot {shuttle.slot}: {problem}"
             )
@@ -1218,6 +1253,9 @@ class Replica:
     def _result_reached_head(self, slot: int) -> None:
         """The head starts a checkpoint once a checkpoint slot's result is back."""
         assert self.configuration is not None
+        ordered_at = self._ordered_at.pop(slot, None)
+        if ordered_at is not None:
+            self._metrics.shuttle_completed(self._env.now() - ordered_at)
         if not is_checkpoint_slot(slot, self.configuration.checkpt_interval):
             return
         state_hash = self._checkpoint_hashes.get(slot)
@@ -1260,7 +1298,7 @@ class Replica:
             return
         problem = self._checkpoint_problem(proof, self.index)
         if problem is not None:
-            self._reject(sender, f"checkpoint for slot {proof.slot}: {problem}")
+            self._failed_check(sender, "checkpoint", f"checkpoint for slot {proof.slot}: {problem}")
             self._request_reconfiguration(f"checkpoint for slot {proof.slot}: {problem}")
             return
         assert self.configuration is not None
@@ -1298,7 +1336,10 @@ class Replica:
             return
         problem = self._checkpoint_problem(proof, len(self._keys))
         if problem is not None:
-            self._reject(sender, f"completed checkpoint for slot {proof.slot}: {problem}")
+            self._failed_check(
+                sender, "completed_checkpoint",
+                f"completed checkpoint for slot {proof.slot}: {problem}",
+            )
             self._request_reconfiguration(
                 f"completed checkpoint for slot {proof.slot}: {problem}"
             )
@@ -1313,6 +1354,7 @@ class Replica:
         for slot in [s for s in self._checkpoint_hashes if s <= proof.slot]:
             del self._checkpoint_hashes[slot]
         self.checkpoint = proof
+        self._metrics.checkpoint_completed()
         self._log.info(
             "{name} completed checkpoint at slot {slot}: history truncated by "
             "{dropped} entries, {kept} kept",

@@ -89,6 +89,8 @@ class RunEnd:
         #: The faults replicas reported firing, at most one record per
         #: trigger/failure pair their failures line names.
         self.faults_fired: list[FaultFired] = []
+        #: When Olympus received each of those (its clock).
+        self._fired_at: dict[FaultFired, float] = {}
 
     @property
     def started(self) -> bool:
@@ -281,6 +283,7 @@ class RunEnd:
             self._olympus._reject(sender, f"more fault reports than {signer} has failures")
             return
         self.faults_fired.append(message)
+        self._fired_at[message] = self._env.now()
 
     def _silent(self) -> list[int]:
         """The replicas of the last configuration whose final state is missing."""
@@ -291,19 +294,21 @@ class RunEnd:
         finishing = self.finishing
         assert finishing is not None and not finishing.reported
         finishing.reported = True
+        # By place; each replica's own in the order it fired them.
+        fired = sorted(self.faults_fired, key=lambda f: (f.configuration, f.index))
         report = RunReport(
             configuration=self._olympus.configuration.number if self._olympus.configuration else -1,
             final_states=tuple(
                 finishing.final_states[i] for i in sorted(finishing.final_states)
             ),
             reconfigurations_json=json.dumps(self._olympus.reconfigurations),
-            errors=tuple(self._olympus.errors + finishing.errors),
+            errors=tuple(
+                self._olympus.errors + self._olympus.registration_errors() + finishing.errors
+            ),
             silent=tuple(self._silent()),
             placements=tuple(self.placements),
-            # By place; each replica's own in the order it fired them.
-            faults_fired=tuple(
-                sorted(self.faults_fired, key=lambda f: (f.configuration, f.index))
-            ),
+            faults_fired=tuple(fired),
+            faults_fired_at_us=tuple(round(self._fired_at[f] * 1e6) for f in fired),
         )
         self._log.info(
             "olympus reports the run to {driver}", driver=finishing.driver.address,

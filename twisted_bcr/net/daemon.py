@@ -15,18 +15,25 @@ import os
 import string
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from twisted_bcr import crypto
 from twisted_bcr.faults import PluginError, Registry, load_registry
 from twisted_bcr.files import UnsafeFileError, make_private_directory
-from twisted_bcr.interfaces import IMachine
+from twisted_bcr.interfaces import IMachine, IMetrics
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.net.framing import DEFAULT_MAX_FRAME
 from twisted_bcr.net.node import DEFAULT_LISTEN, TcpNode, parse_address
+
+if TYPE_CHECKING:
+    from twisted_bcr.net.metrics import MetricsService
 
 __all__ = [
     "NodeOptions",
@@ -39,6 +46,9 @@ __all__ = [
 
 #: Frames smaller than this could not carry a configuration of one replica.
 MINIMUM_MAX_FRAME = 1024
+
+#: How much of a start-up failure a daemonizing twistd's parent reads.
+STATUS_PIPE_BYTES = 100
 
 
 class NodeOptions(usage.Options):
@@ -59,6 +69,16 @@ class NodeOptions(usage.Options):
         [
             "max-frame", None, DEFAULT_MAX_FRAME,
             "Largest frame accepted or sent, in bytes.", int,
+        ],
+        [
+            "metrics", None, None,
+            "Serve Prometheus metrics at /metrics on this server endpoint, "
+            "e.g. tcp:9101:interface=127.0.0.1 [default: no metrics].",
+        ],
+        [
+            "metrics-port-file", None, None,
+            "Write HOST:PORT of the metrics endpoint to this file (atomically) "
+            "once it listens; needs --metrics.",
         ],
     ]
 
@@ -120,6 +140,24 @@ class NodeOptions(usage.Options):
             directory = os.path.dirname(os.path.abspath(port_file))
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise usage.UsageError(f"--port-file {port_file!r}: directory not writable")
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        metrics = self["metrics"]
+        if metrics is not None:
+            try:
+                serverFromString(None, metrics)
+            except (ValueError, KeyError, TypeError) as e:
+                raise usage.UsageError(f"--metrics {metrics!r}: {e}") from None
+        port_file = self["metrics-port-file"]
+        if port_file is not None:
+            if metrics is None:
+                raise usage.UsageError("--metrics-port-file needs --metrics")
+            directory = os.path.dirname(os.path.abspath(port_file))
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise usage.UsageError(
+                    f"--metrics-port-file {port_file!r}: directory not writable"
+                )
 
 
 def check_address(option: str, value: str | None) -> str:
@@ -192,13 +230,35 @@ def node_service(
     log_stem: str,
     machine_factory: Callable[[TcpNode], IMachine],
     key: crypto.KeyPair,
+    role: str = "replica",
 ) -> IService:
     """
     The service tree of a daemon: one L{TcpNode} running one machine,
-    authenticating its connections with C{key}.
+    authenticating its connections with C{key}; with C{--metrics}, also
+    a L{MetricsService} serving what the node and the machine count
+    (C{role} says which metrics: L{PrometheusMetrics}).  The machine
+    factory finds the sink at C{node.metrics}.
     """
     from twisted.internet import reactor
 
+    metrics: IMetrics = NO_METRICS
+    metrics_service: MetricsService | None = None
+    if options["metrics"] is not None:
+        # Imported only when asked for: every daemon's start-up counts.
+        from prometheus_client import CollectorRegistry, disable_created_metrics
+
+        from twisted_bcr.net.metrics import MetricsService, PrometheusMetrics
+
+        # The samples themselves, not their creation times beside them
+        # (prometheus_client's setting is per process: this daemon's).
+        disable_created_metrics()
+        registry = CollectorRegistry()
+        metrics = PrometheusMetrics(registry, role)
+        metrics_service = MetricsService(
+            reactor, options["metrics"], registry,
+            port_file=options["metrics-port-file"],
+            on_failure=lambda failure: metrics_failed(failure),
+        )
     node = TcpNode(
         reactor,
         name,
@@ -209,8 +269,99 @@ def node_service(
         log_stem=log_stem,
         max_frame=options["max-frame"],
         port_file=options["port-file"],
+        start_failed=lambda failure: top.start_failed(failure),
+        metrics=metrics,
     )
     node.attach_factory(machine_factory)
-    top = MultiService()
+
+    def metrics_failed(failure: Failure) -> None:
+        # Asked for and not served: as fatal as a --listen that fails.
+        top.start_failed(failure)
+        for log in (node.log, Logger()):
+            log.error(
+                "{node} could not serve metrics on {endpoint}: {reason}", node=name,
+                endpoint=options["metrics"], reason=failure.getErrorMessage(),
+                event="bcr.start_failed",
+            )
+        node.exit_when_running(1, f"could not serve metrics: {failure.getErrorMessage()}")
+
+    top = _DaemonService(getattr(options, "parent", None))
+    if metrics_service is not None:
+        # Started first: listening before the node's port file says "started".
+        metrics_service.setServiceParent(top)
     node.setServiceParent(top)
     return top
+
+
+class _DaemonService(MultiService):
+    """
+    The top of a daemon's service tree: tells a daemonizing twistd why the
+    daemon could not start.
+
+    Without C{--nodaemon}, twistd's parent process waits on a pipe for the
+    daemon's word that it started (C{statusPipe} in twistd's options,
+    C{UnixApplicationRunner.postApplication}), which twistd writes only
+    when C{startService} returns ("0", started) or raises.  A node that
+    cannot start logs why and ends its process (L{TcpNode.exit_when_running}):
+    ending it inside C{startService} left the parent, which holds the
+    pipe's other end too, waiting for ever; ending it later would let
+    twistd report success.  So while this service starts, a start failure
+    is written to that pipe first (L{report_start_failure}): the parent
+    prints it and exits 1.
+    """
+
+    def __init__(self, twistd_options: usage.Options | None) -> None:
+        super().__init__()
+        self._twistd_options = twistd_options
+        self._starting = False
+
+    def startService(self) -> None:
+        self._starting = True
+        try:
+            super().startService()
+        finally:
+            self._starting = False
+
+    def start_failed(self, failure: Failure) -> None:
+        """Report C{failure} to a waiting twistd parent, if there is one now."""
+        if self._starting and self._twistd_options is not None:
+            report_start_failure(self._twistd_options, start_failure_line(failure))
+
+
+def start_failure_line(failure: Failure) -> str:
+    """One line naming why a node could not start."""
+    if failure.check(CannotListenError):
+        return failure.getErrorMessage()
+    kind = failure.type.__name__ if failure.type is not None else "Error"
+    return f"{kind}: {failure.getErrorMessage()}"
+
+
+def report_start_failure(twistd_options: usage.Options, cause: str) -> None:
+    """
+    Write C{cause} to twistd's status pipe, if it has one that it has not
+    used yet, and remove the pid file twistd wrote (the process is about
+    to end without twistd's clean-up).  twistd's parent reads at most 100
+    bytes and prints them as C{An error has occurred: ...}.
+    """
+    pipe = twistd_options.get("statusPipe")
+    if pipe is None:
+        return
+    # Used once: twistd would write its own status to the same number.
+    twistd_options["statusPipe"] = None
+    message = b"1 " + cause.encode("ascii", "backslashreplace")
+    if len(message) > STATUS_PIPE_BYTES:
+        message = message[: STATUS_PIPE_BYTES - 3] + b"..."
+    try:
+        os.write(pipe, message)
+        os.close(pipe)
+    except OSError:
+        pass
+    pidfile = twistd_options.get("pidfile")
+    if pidfile:
+        try:
+            with open(pidfile, "rb") as f:
+                ours = f.read().strip() == str(os.getpid()).encode()
+            if ours:
+                os.unlink(pidfile)
+        except OSError:
+            pass

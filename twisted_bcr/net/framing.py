@@ -43,6 +43,8 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from twisted_bcr import codec, messages
+from twisted_bcr.interfaces import IMetrics
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.throttle import Throttle, clip
 
 __all__ = [
@@ -111,6 +113,9 @@ class FrameProtocol(Protocol, TimeoutMixin):
 
     _log = Logger()
     paused = False
+    #: Counts refused frames (L{IMetrics.frame_rejected}), whether or not
+    #: their log lines are suppressed; a node sets its own.
+    metrics: IMetrics = NO_METRICS
 
     def __init__(
         self,
@@ -240,6 +245,7 @@ class FrameProtocol(Protocol, TimeoutMixin):
                     if length > self.MAX_LENGTH and length > self.refresh_frame_limit():
                         # Nothing after this prefix is in step: stop here
                         # whatever the hook does.
+                        self.metrics.frame_rejected("oversized")
                         self._give_up()
                         self.lengthLimitExceeded(length)
                         return
@@ -280,6 +286,7 @@ class FrameProtocol(Protocol, TimeoutMixin):
         try:
             message = codec.decode_wire(string)
         except codec.BadMessage as error:
+            self.metrics.frame_rejected("undecodable")
             # The reason may one day quote the input: keep it one short line.
             self._reject(clip(error), len(string))
             return
@@ -330,6 +337,9 @@ class FrameProtocol(Protocol, TimeoutMixin):
                 suppressed=suppressed,
             )
         if not self._aborted:
+            if self._prefix or self._needed is not None or self._backlog:
+                # A frame cut short, or whole frames never delivered.
+                self.metrics.frame_rejected("truncated")
             self._log_leftover()
         self._give_up()
         super().connectionLost(reason)

@@ -25,6 +25,7 @@ import gc
 import ipaddress
 import os
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -60,9 +61,10 @@ from zope.interface import implementer
 from twisted_bcr import crypto
 from twisted_bcr.core.common import MAX_STRANGER_MESSAGE
 from twisted_bcr.files import write_atomically
-from twisted_bcr.interfaces import IEnvironment, IMachine
+from twisted_bcr.interfaces import IEnvironment, IMachine, IMetrics
 from twisted_bcr.logs import LogFiles
 from twisted_bcr.messages import message_name
+from twisted_bcr.metrics import NO_METRICS
 from twisted_bcr.net.framing import DEFAULT_MAX_FRAME, FrameProtocol
 from twisted_bcr.net.handshake import HANDSHAKE_MAX_FRAME, NONCE_BYTES, Handshake, HandshakeError
 from twisted_bcr.peers import Peer
@@ -185,6 +187,19 @@ def advertised_host(listening: IAddress, fallback: str = "127.0.0.1") -> str:
 GC_YOUNG_THRESHOLD = 100_000
 
 
+def _flush_standard_streams() -> None:
+    """
+    Before C{os._exit}: hand over what is buffered for standard output and
+    error, where C{twist} logs (the journal, under systemd).
+    """
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            continue
+
+
 def tune_garbage_collector() -> None:
     """
     Make garbage collection pauses rare and short in a node's process.
@@ -228,8 +243,10 @@ class _NodeProtocol(FrameProtocol):
         # What we may send is the deployment's frame limit: the receiving
         # end decides by our role what it takes.
         self.send_limit = node._max_frame
-        # Rejections and handler failures go to this node's own log files.
+        # Rejections and handler failures go to this node's own log files,
+        # and are counted in its metrics.
         self._log = node.log
+        self.metrics = node.metrics
         self._on_lost = on_lost
         #: The peer an outbound connection was made to (None if inbound).
         self.destination = destination
@@ -247,7 +264,8 @@ class _NodeProtocol(FrameProtocol):
         # more than a handshake frame.
         self.set_frame_limit(HANDSHAKE_MAX_FRAME)
         self._handshake_deadline = self._node._clock.callLater(
-            HANDSHAKE_TIMEOUT_S, self._handshake_failed, "no handshake in time"
+            HANDSHAKE_TIMEOUT_S, self._handshake_failed, "no handshake in time",
+            "handshake_timeout",
         )
         self.sendString(self._handshake.hello_frame)
 
@@ -266,7 +284,7 @@ class _NodeProtocol(FrameProtocol):
             return
         if self.destination is not None and self._handshake.peer_key != self.destination.key:
             self._handshake_failed(
-                f"the process at {self.destination.address} holds another key"
+                f"the process at {self.destination.address} holds another key", "wrong_key"
             )
             return
         self._cancel_deadline()
@@ -307,8 +325,9 @@ class _NodeProtocol(FrameProtocol):
         if not self._stranger_over_budget():
             super()._reject(reason, length)
 
-    def _handshake_failed(self, reason: str) -> None:
+    def _handshake_failed(self, reason: str, why: str = "bad_handshake") -> None:
         self._cancel_deadline()
+        self.metrics.connection_rejected(why)
         self._node._note_handshake_failure(self, reason)
         self._give_up()
         self.transport.abortConnection()  # type: ignore[union-attr]
@@ -406,6 +425,8 @@ class TcpNode(Service):
         stop_reactor: Callable[[], None] | None = None,
         exit_process: Callable[[int], Any] = os._exit,
         sleep: Callable[[float], Any] = time.sleep,
+        metrics: IMetrics = NO_METRICS,
+        start_failed: Callable[[Failure], Any] | None = None,
     ) -> None:
         """
         @param reactor: Provides C{IReactorTCP} (and C{IReactorTime} unless
@@ -422,6 +443,12 @@ class TcpNode(Service):
             C{reactor.stop}.
         @param exit_process: What a crash calls with its status.
         @param sleep: What a stall calls; blocking is the point.
+        @param metrics: Counts refused frames and connections; the machine
+            may count into it too (L{metrics}).
+        @param start_failed: Called with the failure when L{startService}
+            cannot listen or start the machine, before the process ends
+            with status 1 (L{exit_when_running}); a daemonizing twistd's
+            parent waits for word of the start (L{twisted_bcr.net.daemon}).
         """
         self.setName(name)
         self._key = key
@@ -436,6 +463,9 @@ class TcpNode(Service):
         self._stop_reactor = stop_reactor if stop_reactor is not None else reactor.stop
         self._exit_process = exit_process
         self._sleep = sleep
+        #: Where this node, and the machine it is given to, count events.
+        self.metrics = metrics
+        self._start_failed_hook = start_failed
 
         self.address = ""
         self.machine: IMachine | None = None
@@ -531,7 +561,9 @@ class TcpNode(Service):
                     "{node} could not start", failure, node=self.name,
                     event="bcr.start_failed",
                 )
-        self.exit(1, f"could not start: {failure.getErrorMessage()}")
+        if self._start_failed_hook is not None:
+            self._start_failed_hook(failure)
+        self.exit_when_running(1, f"could not start: {failure.getErrorMessage()}")
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, close every connection, then the log files."""
@@ -760,6 +792,7 @@ class TcpNode(Service):
         return protocol
 
     def _note_refused(self, why: str) -> None:
+        self.metrics.connection_rejected("too_many_connections")
         suppressed = self._throttle.allow("refused connection")
         if suppressed is not None:
             self.log.warn(
@@ -865,6 +898,7 @@ class TcpNode(Service):
         if status != 0:
             self._flush_logs()
             self._flush_sends()
+            _flush_standard_streams()
             self._exit_process(status)
             return
         if self._exiting:
@@ -880,6 +914,15 @@ class TcpNode(Service):
         deadline = self._reactor.callLater(EXIT_FLUSH_S, self._drain_timeout)
         self._drained.addCallback(lambda _: deadline.cancel() if deadline.active() else None)
         self._drained.addCallback(lambda _: self._stop())
+
+    def exit_when_running(self, status: int, reason: str) -> None:
+        """
+        L{exit}, once the reactor runs (at once if it does): for a failure
+        to start, found before the reactor runs.  C{twist} begins logging
+        to standard output (the journal) only then, and the lines saying
+        why would otherwise be lost with the process.
+        """
+        self._reactor.callWhenRunning(self.exit, status, reason)
 
     def _flush_sends(self) -> None:
         """

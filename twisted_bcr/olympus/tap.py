@@ -77,6 +77,8 @@ def makeService(options: Options) -> IService:
             env.log.error("{problem}", problem=problem, event="bcr.admission_error")
 
         admission = AdmissionFile(options["admission"], admission_error)
-        return Olympus(env, case, options["key"], admission)
+        return Olympus(env, case, options["key"], admission, metrics=env.metrics)
 
-    return node_service(options, "olympus", options["name"], olympus, options["key"])
+    return node_service(
+        options, "olympus", options["name"], olympus, options["key"], role="olympus"
+    )

@@ -93,6 +93,8 @@ def makeService(options: Options) -> IService:
                 if options["fault-registry"] is not None
                 else None
             ),
+            metrics=env.metrics,
         ),
         key,
+        role="replica",
     )
