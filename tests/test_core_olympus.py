@@ -42,6 +42,7 @@ from twisted_bcr.core.olympus import (
     CHALLENGES_PER_KEY,
     MAX_CHALLENGES_PER_IDENTITY,
     MAX_SPARES,
+    REFUSED_KEYS_NAMED,
     SPARE_SILENCE_LIMIT_S,
     Olympus,
 )
@@ -1194,9 +1195,10 @@ class FinishTests(OlympusTestCase):
     def test_report_names_refused_clients(self) -> None:
         """
         A client of the case whose key is not admitted never registers; the
-        report says why (Olympus sends the refused sender nothing), and the
-        refusals recorded are bounded by the case's clients however many
-        keys try (index 2 is outside the case).
+        report says why, naming a few of the refused keys (anyone may try
+        any index), and Olympus sends the refused sender nothing; what is
+        recorded is bounded by the case's clients however many keys try
+        (index 2 is outside the case).
         """
         for n in range(50):
             key = key_for(f"unadmitted {n}")
@@ -1212,13 +1214,17 @@ class FinishTests(OlympusTestCase):
         report = self.from_olympus(sent)
         assert isinstance(report, RunReport)
         last = CASE.num_client - 1
+        named = [
+            key_for(f"unadmitted {n}").verify_key_bytes.hex()[:16]
+            for n in range(50) if n % 3 == last
+        ][:REFUSED_KEYS_NAMED]
         self.assertEqual(
             [e for e in report.errors if "never registered" in e],
             [
                 f"client {last} never registered: Olympus refused "
                 f"{sum(1 for n in range(50) if n % 3 == last)} "
                 f"registration(s) with a key not admitted for client {last} "
-                "(docs/SECURITY.md, admission)"
+                f"(keys {', '.join(named)}; docs/SECURITY.md, admission)"
             ],
         )
 

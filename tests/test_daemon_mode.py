@@ -16,15 +16,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_bcr.net.daemon import STATUS_PIPE_BYTES, report_start_failure
+from twisted_bcr.net.daemon import STATUS_PIPE_BYTES, _DaemonService, report_start_failure
 from twisted_bcr.supervise import child_environment
 
 reactor: Any = _reactor
@@ -132,6 +134,41 @@ class StatusPipeTests(SynchronousTestCase):
         options["pidfile"] = "/nonexistent/x.pid"
         report_start_failure(options, "cause")
         self.assertNotIn("statusPipe", options)
+
+
+class _Child(Service):
+    """A child service that records its start, and can fail it."""
+
+    def __init__(self, top: _DaemonService, fail: bool) -> None:
+        self.top, self.fail, self.started = top, fail, False
+
+    def startService(self) -> None:
+        super().startService()
+        self.started = True
+        if self.fail:
+            self.top.start_failed(Failure(RuntimeError("cannot listen")))
+
+
+class StartOrderTests(SynchronousTestCase):
+    """Once a child of the daemon could not start, no later child starts."""
+
+    def test_no_start_after_a_failure(self) -> None:
+        top = _DaemonService(None)
+        first, second = _Child(top, fail=True), _Child(top, fail=False)
+        first.setServiceParent(top)
+        second.setServiceParent(top)
+        top.startService()
+        self.assertTrue(first.started)
+        self.assertFalse(second.started)
+        self.assertTrue(top.failed)
+
+    def test_all_start(self) -> None:
+        top = _DaemonService(None)
+        children = [_Child(top, fail=False) for _ in range(2)]
+        for child in children:
+            child.setServiceParent(top)
+        top.startService()
+        self.assertEqual([c.started for c in children], [True, True])
 
 
 class DaemonizingTwistdTests(TestCase):

@@ -164,7 +164,12 @@ class RunLifecycleTests(SynchronousTestCase):
         self.assertEqual(summary["mode"], "fake")
         self.assertEqual(summary["final_state"], FINAL)
         self.assertEqual(
-            summary, build_summary(CASE, "fake", good_outcomes(), GOOD_REPORT, 2.0, [])
+            summary,
+            {
+                **build_summary(CASE, "fake", good_outcomes(), GOOD_REPORT, 2.0, []),
+                "deadline_s": SPEC.deadline_s,
+                "workload_until_s": SPEC.workload_until_s,
+            },
         )
 
     def test_outcomes_judged(self) -> None:

@@ -24,8 +24,8 @@ from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import ProcessProtocol, Protocol, ServerFactory
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.protocol import ProcessProtocol, Protocol, ServerFactory, connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -36,8 +36,11 @@ from zope.interface.verify import verifyObject
 
 from tests.fakes import (
     OLYMPUS_ADDRESS,
+    OLYMPUS_KEY,
     STRANGER,
+    STRANGER_KEY,
     Chain,
+    FakeEnvironment,
     client_address,
     client_request,
     key_for,
@@ -48,11 +51,19 @@ from tests.fakes import (
     seal_from_olympus,
     sign_request,
 )
+from tests.test_core_olympus import (
+    CASE,
+    OlympusTestCase,
+    spare_address,
+    spare_key,
+    spare_peer,
+)
 from twisted_bcr import crypto
 from twisted_bcr.admission import write_admission
 from twisted_bcr.config import parse_case
+from twisted_bcr.core.olympus import Olympus
 from twisted_bcr.interfaces import IMetrics
-from twisted_bcr.messages import ClientRequest, ErrorMessage, WedgeRequest
+from twisted_bcr.messages import ClientRequest, ErrorMessage, GetConfiguration, WedgeRequest
 from twisted_bcr.metrics import (
     CONNECTION_REASONS,
     FRAME_REASONS,
@@ -65,7 +76,14 @@ from twisted_bcr.metrics import (
 )
 from twisted_bcr.net.framing import FrameProtocol
 from twisted_bcr.net.handshake import HANDSHAKE_MAX_FRAME, Handshake
-from twisted_bcr.net.metrics import MetricsService, PrometheusMetrics
+from twisted_bcr.net.metrics import (
+    MAX_METRICS_CONNECTIONS,
+    RENDER_CACHE_S,
+    MetricsService,
+    PrometheusMetrics,
+    _MetricsSite,
+    metrics_resource,
+)
 from twisted_bcr.net.node import (
     HANDSHAKE_TIMEOUT_S,
     MAX_UNAUTHENTICATED_CONNECTIONS,
@@ -123,6 +141,14 @@ class SinkTests(SynchronousTestCase):
         for name in IMetrics.names():
             arguments = IMetrics[name].getSignatureInfo()["required"]
             self.assertIsNone(getattr(NO_METRICS, name)(*(["x"] * len(arguments))))
+
+    def test_unlisted_label_values_share_one_series(self) -> None:
+        """A label value not listed up front counts as "other": the series are bounded."""
+        metrics, registry = sink("replica")
+        for n in range(100):
+            metrics.message_rejected(f"invented {n}")
+        self.assertEqual(value(registry, "bcr_rejected_messages_total", reason="other"), 100)
+        self.assertIsNone(value(registry, "bcr_rejected_messages_total", reason="invented 1"))
 
     def test_unknown_role(self) -> None:
         """A sink is for Olympus or for a replica."""
@@ -324,6 +350,24 @@ class ReplicaCountingTests(SynchronousTestCase):
         self.assertEqual(self.value("bcr_verification_failures_total", kind="request"), 1)
         self.assertEqual(self.value("bcr_rejected_messages_total", reason="verification"), 1)
         self.assertEqual(self.value("bcr_slots_ordered_total"), 0)
+
+    def test_stranger_moves_no_verification_counter(self) -> None:
+        """
+        A stranger (any fresh key) sending badly signed envelopes is only a
+        rejected message: the verification counter, which operators alert
+        on, is for peers with a role here.
+        """
+        configuration = make_configuration()
+        replica, _ = make_replica(configuration, 0, metrics=self.metrics)
+        sealed = crypto.seal(
+            STRANGER_KEY, STRANGER.address, "olympus", WedgeRequest(0),
+            recipient=replica_address(0).key, epoch=b"",
+        )
+        forged = attrs.evolve(sealed, signature=bytes(len(sealed.signature)))
+        for _ in range(3):
+            replica.receive(STRANGER, forged)
+        self.assertEqual(self.value("bcr_verification_failures_total", kind="sealed"), 0)
+        self.assertEqual(self.value("bcr_rejected_messages_total", reason="not_allowed"), 3)
 
     def test_not_allowed(self) -> None:
         """A message from a peer that may not send it is refused as not allowed."""
@@ -646,6 +690,91 @@ async def get(url: str, accept: str | None = None) -> tuple[int, Headers, bytes]
     return response.code, response.headers, body
 
 
+def reactor_of() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class _RawClient(Protocol):
+    """A TCP client that records what it receives and when it is closed."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.lost.called:
+            self.transport.loseConnection()
+
+
+class RenderCacheTests(SynchronousTestCase):
+    """However often C{/metrics} is asked for, the registry renders once a second."""
+
+    def test_cached_for_a_second(self) -> None:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        metrics, registry = sink("replica")
+        clock = Clock()
+        page = metrics_resource(registry, clock.seconds).getChildWithDefault(
+            b"metrics", DummyRequest([b"metrics"])
+        )
+        first = page.render(DummyRequest([b""]))
+        metrics.slot_ordered()
+        self.assertEqual(page.render(DummyRequest([b""])), first)
+        clock.advance(RENDER_CACHE_S)
+        later = page.render(DummyRequest([b""]))
+        self.assertIn(b"\nbcr_slots_ordered_total 1.0\n", later)
+
+
+class RequestBodyTests(SynchronousTestCase):
+    """
+    A request with a body, declared or chunked, is dropped right after its
+    headers: nothing is buffered for it (twisted.web would spool a large
+    body to a temporary file first, and answer only once all of it came).
+    """
+
+    def channel(self) -> tuple[Any, StringTransport]:
+        _, registry = sink("replica")
+        site = _MetricsSite(metrics_resource(registry, Clock().seconds))
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        # Its idle timer is the global reactor's: ended with the test.
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        return channel, transport
+
+    def test_declared_body(self) -> None:
+        channel, transport = self.channel()
+        channel.dataReceived(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n"
+        )
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(transport.value(), b"")
+
+    def test_chunked_body(self) -> None:
+        channel, transport = self.channel()
+        channel.dataReceived(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(transport.value(), b"")
+
+    def test_scrape_without_body(self) -> None:
+        """A plain GET is answered."""
+        channel, transport = self.channel()
+        channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertFalse(transport.disconnected)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"), transport.value()[:80])
+
+
 class EndpointTests(TestCase):
     """L{MetricsService} serving a registry over real loopback HTTP."""
 
@@ -691,6 +820,36 @@ class EndpointTests(TestCase):
         self.assertTrue(body.endswith(b"# EOF\n"), body[-50:])
         code, _, _ = await get(f"http://{service.address}/")
         self.assertEqual(code, 404)
+
+    async def raw(self, address: str, data: bytes = b"") -> _RawClient:
+        """A raw TCP connection to C{address} that has sent C{data}."""
+        from twisted.internet import reactor
+
+        host, port = address.rsplit(":", 1)
+        client = _RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, host, int(port)), client)
+        self.addCleanup(client.close)
+        if data:
+            client.transport.write(data)
+        return client
+
+    async def test_connections_are_bounded(self) -> None:
+        """
+        Beyond MAX_METRICS_CONNECTIONS open at once, connections are closed
+        as they come: the endpoint cannot take the daemon's descriptors.
+        """
+        _, registry = sink("replica")
+        service = await self.serve(registry)
+        assert service.listening is not None
+        await service.listening
+        clients = [await self.raw(service.address) for _ in range(MAX_METRICS_CONNECTIONS)]
+        extra = await self.raw(service.address)
+        await extra.lost.addTimeout(WAIT_S, reactor_of())
+        self.assertFalse(any(c.lost.called for c in clients))
+        clients[0].close()
+        await clients[0].lost
+        code, _, _ = await get(f"http://{service.address}/metrics")
+        self.assertEqual(code, 200)
 
     async def test_cannot_listen(self) -> None:
         """A port already taken is reported to C{on_failure}, not raised."""
@@ -857,3 +1016,37 @@ class DaemonTests(TestCase):
         self.assertNotIn(b"bcr_spares", body)
         # No _created series: a daemon's output is the metrics themselves.
         self.assertNotIn(b"_created", body)
+
+
+class OlympusStrangerTests(OlympusTestCase):
+    """Strangers cannot move the verification counter at Olympus either."""
+
+    def setUp(self) -> None:
+        self.metrics, self.registry = sink("olympus")
+        self.env = FakeEnvironment(OLYMPUS_ADDRESS)
+        self.admission = self.make_admission()
+        self.olympus = Olympus(
+            self.env, CASE, OLYMPUS_KEY, self.admission, metrics=self.metrics
+        )
+        self.env.machine = self.olympus
+        self.olympus.start()
+
+    def test_forged_envelopes_from_a_stranger(self) -> None:
+        """
+        Badly signed envelopes from fresh keys are rejected messages only;
+        the same from a registered spare is a verification failure.
+        """
+        for n in range(5):
+            key = key_for(f"outsider {n}")
+            sealed = self.seal(key, "outsider", "spare", GetConfiguration(0))
+            forged = attrs.evolve(sealed, signature=bytes(len(sealed.signature)))
+            self.olympus.receive(Peer("outsider", key.verify_key_bytes), forged)
+        self.assertEqual(value(self.registry, "bcr_verification_failures_total", kind="sealed"), 0)
+        self.assertEqual(
+            value(self.registry, "bcr_rejected_messages_total", reason="verification"), 5
+        )
+        self.register_spare(0)
+        sealed = self.seal(spare_key(0), spare_address(0), "spare", GetConfiguration(0))
+        forged = attrs.evolve(sealed, signature=bytes(len(sealed.signature)))
+        self.olympus.receive(spare_peer(0), forged)
+        self.assertEqual(value(self.registry, "bcr_verification_failures_total", kind="sealed"), 1)

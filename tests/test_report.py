@@ -279,6 +279,60 @@ class BuildReportTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(os.path.join(empty, REPORT_DIRECTORY)))
 
 
+class HostileDirectoryTests(SynchronousTestCase):
+    """A run directory may be someone else's: the report neither follows nor waits."""
+
+    def test_report_symlink_is_refused(self) -> None:
+        """A planted report symlink is refused; what it points at is untouched."""
+        directory = self.mktemp()
+        write_run_directory(directory)
+        victim = os.path.abspath(self.mktemp())
+        os.makedirs(victim)
+        with open(os.path.join(victim, "index.html"), "w") as f:
+            f.write("mine")
+        os.symlink(victim, os.path.join(directory, REPORT_DIRECTORY))
+        error = self.assertRaises(ReportError, build_report, directory)
+        self.assertIn("symbolic link", str(error))
+        self.assertEqual(os.listdir(victim), ["index.html"])
+        with open(os.path.join(victim, "index.html")) as f:
+            self.assertEqual(f.read(), "mine")
+
+    def test_fifo_summary_is_refused(self) -> None:
+        """A FIFO (or a device) as summary.json is refused at once, not waited on."""
+        directory = self.mktemp()
+        write_run_directory(directory)
+        os.unlink(os.path.join(directory, "summary.json"))
+        os.mkfifo(os.path.join(directory, "summary.json"))
+        error = self.assertRaises(ReportError, build_report, directory)
+        self.assertIn("not a regular file", str(error))
+
+    def test_symlinked_inputs_are_not_followed(self) -> None:
+        """Inputs that are symlinks (to /dev/zero, say) are not read."""
+        directory = self.mktemp()
+        write_run_directory(directory)
+        os.unlink(os.path.join(directory, REQUESTS_FILE))
+        os.symlink("/dev/zero", os.path.join(directory, REQUESTS_FILE))
+        page = check_report(self, directory, build_report(directory))
+        self.assertIn(f"{REQUESTS_FILE} is unreadable", page)
+
+    def test_nonsense_summary_through_bcr(self) -> None:
+        """A summary that parses but holds nonsense: one line, status 1, no traceback."""
+        directory = self.mktemp()
+        write_run_directory(directory)
+        path = os.path.join(directory, "summary.json")
+        with open(path) as f:
+            summary = json.load(f)
+        summary["timeline"] = [1, 2, 3]
+        summary["reconfigurations"] = [{"from": "x"}]
+        with open(path, "w") as f:
+            json.dump(summary, f)
+        done = bcr("report", directory)
+        self.assertEqual(done.returncode, 1, done.stderr)
+        [line] = done.stderr.splitlines()
+        self.assertTrue(line.startswith("bcr: "), line)
+        self.assertNotIn("Traceback", done.stderr)
+
+
 class SimulatedRunTests(SynchronousTestCase):
     """A simulated run with a log directory records what its report needs."""
 

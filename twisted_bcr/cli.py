@@ -325,6 +325,10 @@ def _report(args: argparse.Namespace) -> int:
         print(build_report(args.directory))
     except ReportError as e:
         raise UsageProblem(str(e)) from None
+    except Exception as e:  # a summary that parses but holds nonsense
+        raise UsageProblem(
+            f"{args.directory}: cannot draw its report: {type(e).__name__}: {e}"
+        ) from None
     return 0
 
 

@@ -645,7 +645,6 @@ class _ProcessesRun:
         summary["log_dir"] = self.options.log_dir
         # From the run's start (bcr's) to every process stopped: what the
         # deadline bounds.
-        summary["deadline_s"] = self.spec.deadline_s
         summary["run_s"] = round(self.reactor.seconds() - self.origin, 3)
         summary["peak_memory_kib"] = self.peak_memory_kib
         timing = self.kill_head.timing(report) if self.kill_head is not None else None

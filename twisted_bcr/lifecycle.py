@@ -252,9 +252,13 @@ async def run_lifecycle(binding: RunBinding, spec: RunSpec) -> dict[str, Any]:
         errors.append(f"{binding.mode}: {type(e).__name__}: {e}")
         binding.failed(errors[-1], Failure())
     errors += await binding.stop(spec.deadline_s)
-    return build_summary(
+    summary = build_summary(
         spec.case, binding.mode, binding.outcomes(), report, binding.elapsed_s(), errors
     )
+    # The bounds the run had, so that a failed one can be read against them.
+    summary["deadline_s"] = spec.deadline_s
+    summary["workload_until_s"] = round(spec.workload_until_s, 3)
+    return summary
 
 
 def result_now(d: Deferred[_T]) -> _T:

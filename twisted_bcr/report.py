@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import stat
 from collections.abc import Sequence
 from secrets import token_hex
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,10 @@ __all__ = [
 
 #: The per-request data file in a run's directory.
 REQUESTS_FILE = "requests.csv"
+#: The largest summary and request table a report reads (a run of the
+#: most requests a case may have, 1,000,000, writes about 45 MB of rows).
+MAX_SUMMARY_BYTES = 64 * 2**20
+MAX_REQUESTS_BYTES = 128 * 2**20
 #: Its columns; times are seconds since the run's start, latency in ms.
 REQUEST_COLUMNS = (
     "client", "seq", "slot", "configuration", "sent_s", "accepted_s", "latency_ms",
@@ -238,8 +243,7 @@ def load_run(directory: str) -> RunData:
         why = "not a directory" if os.path.exists(directory) else "no such directory"
         raise ReportError(f"{directory}: {why}")
     try:
-        with open(path, encoding="utf-8") as f:
-            summary = json.load(f)
+        summary = json.loads(_read_regular(path, MAX_SUMMARY_BYTES))
     except FileNotFoundError:
         raise ReportError(
             f"{directory} is not a run directory: it has no {SUMMARY_FILE}"
@@ -262,10 +266,29 @@ def load_run(directory: str) -> RunData:
     return RunData(directory, summary, requests, problem)
 
 
+def _read_regular(path: str, limit: int) -> str:
+    """
+    The text of the regular file C{path}, at most C{limit} bytes: a run
+    directory may be someone else's, so no symlink is followed and a FIFO
+    or a device is refused rather than read (or waited on) for ever.
+
+    @raise FileNotFoundError: there is none.
+    @raise ValueError: it is no regular file, or too large.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as f:
+        status = os.fstat(f.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("it is not a regular file")
+        if status.st_size > limit:
+            raise ValueError(f"it is larger than {limit} bytes")
+        return f.read(limit + 1).decode("utf-8")
+
+
 def _read_requests(path: str) -> _Requests:
     import numpy
 
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(_read_regular(path, MAX_REQUESTS_BYTES), newline="") as f:
         header = f.readline().rstrip("\r\n")
         if header != ",".join(REQUEST_COLUMNS):
             raise ValueError(f"its header is not {','.join(REQUEST_COLUMNS)}")
@@ -843,6 +866,8 @@ def build_report(directory: str) -> str:
         "latency_histogram.png": _latency_histogram,
     }
     target = os.path.join(directory, REPORT_DIRECTORY)
+    if os.path.islink(target):
+        raise ReportError(f"{target} is a symbolic link: the report is not written through it")
     if os.path.lexists(target) and not os.path.isdir(target):
         raise ReportError(f"{target} is in the way: it is not a directory")
     try:

@@ -294,7 +294,7 @@ class SimulatedNetwork:
                 return False
             next_time = min(call.getTime() for call in calls)
             if next_time > deadline_s:
-                clock.advance(deadline_s - clock.seconds())
+                clock.advance(max(0.0, deadline_s - clock.seconds()))
                 return done()
             clock.advance(max(0.0, next_time - clock.seconds()))
             if self.on_step is not None:

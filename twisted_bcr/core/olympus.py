@@ -205,6 +205,18 @@ def _olympus_itself(olympus: Olympus, sender: Peer, message: Any) -> bool:
 _FIRST_CONTACT = (RegisterReplica, RegisterClient, FinishRun)
 
 
+@define
+class _Refused:
+    """The refused registrations of one client index: how many, and a few keys."""
+
+    count: int = 0
+    fingerprints: list[str] = field(factory=list)
+
+
+#: How many refused keys per client index the run report names.
+REFUSED_KEYS_NAMED = 3
+
+
 @implementer(IMachine)
 class Olympus:
     """The configuration service of one case."""
@@ -247,7 +259,7 @@ class Olympus:
         )
         self.clients: dict[int, ClientInfo] = {}
         #: Registrations refused per client index of the case, for the report.
-        self._refused_clients: dict[int, int] = {}
+        self._refused_clients: dict[int, _Refused] = {}
         self.configuration: Configuration | None = None
         #: The newest configuration clients have been told about.
         self.announced = -1
@@ -296,8 +308,7 @@ class Olympus:
             # Signed by the key that authenticated the connection, for us.
             inner = unseal(self._verifier, message, sender.key, self._key.verify_key_bytes)
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._metrics.verification_failed("sealed")
-            self._reject(sender, f"sealed by {message.signer!r}: {e}", "verification")
+            self._failed_check(sender, "sealed", f"sealed by {message.signer!r}: {e}")
             return
         rule = self.ACCEPTS.get(type(inner))
         if rule is None:
@@ -345,15 +356,27 @@ class Olympus:
 
     # ------------------------------------------------------------------
 
+    def _is_stranger(self, key: bytes) -> bool:
+        """A key with no role here: no configuration, client or registered spare."""
+        return self._name_of(key) == "spare" and key not in self._spare_identity
+
+    def _failed_check(self, sender: Peer, kind: str, reason: str) -> None:
+        """
+        Refuse a message whose signature check failed.  Only a peer with a
+        role here moves the verification counter operators alert on: a
+        stranger, who can mint keys at will, only adds a rejected message.
+        """
+        if not self._is_stranger(sender.key):
+            self._metrics.verification_failed(kind)
+        self._reject(sender, reason, "verification")
+
     def _reject(self, sender: Peer, reason: str, why: str = "unexpected") -> None:
         # Counted whether or not the log line is suppressed.
         self._metrics.message_rejected(why)
         # Per key for registered peers; strangers, who can mint keys and
         # connections at will, share one allowance.
-        role = self._name_of(sender.key)
         suppressed = self._throttle.allow(
-            "strangers" if role == "spare" and sender.key not in self._spare_identity
-            else sender.key.hex()
+            "strangers" if self._is_stranger(sender.key) else sender.key.hex()
         )
         if suppressed is None:
             return
@@ -471,8 +494,7 @@ class Olympus:
                 challenge.identity_key, RegistrationBinding,
             )
         except (crypto.BadSignature, codec.BadMessage) as e:
-            self._metrics.verification_failed("registration")
-            self._reject(sender, f"registration response: {e}", "verification")
+            self._failed_check(sender, "registration", f"registration response: {e}")
             return
         if not self._admission.admits_replica(challenge.identity_key):
             self._reject(
@@ -522,9 +544,14 @@ class Olympus:
                 # Bounded by the case's clients, however many keys try.  No
                 # answer goes back: it would go to an address the sender
                 # chose.  The run report names the cause instead.
-                self._refused_clients[message.index] = (
-                    self._refused_clients.get(message.index, 0) + 1
-                )
+                refused = self._refused_clients.setdefault(message.index, _Refused())
+                refused.count += 1
+                fingerprint = message.verify_key.hex()[:16]
+                if (
+                    fingerprint not in refused.fingerprints
+                    and len(refused.fingerprints) < REFUSED_KEYS_NAMED
+                ):
+                    refused.fingerprints.append(fingerprint)
             self._reject(
                 sender, f"client {message.index} registration with a key not admitted for it",
                 "not_admitted",
@@ -1067,10 +1094,13 @@ class Olympus:
 
     def registration_errors(self) -> list[str]:
         """Why clients of the case never registered, if Olympus refused them."""
+        # The keys are named: anyone may send a registration for any
+        # index, so the operator must see whose key was refused.
         return [
-            f"client {index} never registered: Olympus refused {count} registration(s) "
-            f"with a key not admitted for client {index} (docs/SECURITY.md, admission)"
-            for index, count in sorted(self._refused_clients.items())
+            f"client {index} never registered: Olympus refused {refused.count} "
+            f"registration(s) with a key not admitted for client {index} (keys "
+            f"{', '.join(refused.fingerprints)}; docs/SECURITY.md, admission)"
+            for index, refused in sorted(self._refused_clients.items())
             if index not in self.clients
         ]
 

@@ -376,8 +376,14 @@ class Replica:
         self._reject(sender, f"dropped {reason}", why)
 
     def _failed_check(self, sender: Peer, kind: str, reason: str) -> None:
-        """Refuse a message whose C{kind} of signature or statement check failed."""
-        self._metrics.verification_failed(kind)
+        """
+        Refuse a message whose C{kind} of signature or statement check
+        failed.  Only a peer with a role here moves the verification
+        counter operators alert on: a stranger's garbage is only a
+        rejected message.
+        """
+        if self._throttle_key(sender) != "strangers":
+            self._metrics.verification_failed(kind)
         self._reject(sender, reason, "verification")
 
     def _sign(self, statement: object) -> Signed:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -314,16 +314,26 @@ class _DaemonService(MultiService):
         super().__init__()
         self._twistd_options = twistd_options
         self._starting = False
+        #: A child could not start.
+        self.failed = False
 
     def startService(self) -> None:
         self._starting = True
         try:
-            super().startService()
+            # MultiService's, but no later child starts once one failed (a
+            # metrics endpoint that cannot listen keeps the node from
+            # listening and writing its port file).
+            Service.startService(self)
+            for service in list(self):
+                if self.failed:
+                    break
+                service.startService()
         finally:
             self._starting = False
 
     def start_failed(self, failure: Failure) -> None:
         """Report C{failure} to a waiting twistd parent, if there is one now."""
+        self.failed = True
         if self._starting and self._twistd_options is not None:
             report_start_failure(self._twistd_options, start_failure_line(failure))
 

@@ -35,7 +35,9 @@ from twisted_bcr.messages import HandshakeProof, Hello
 
 __all__ = ["CONTEXT", "HandshakeError", "Handshake", "HANDSHAKE_MAX_FRAME", "VERSION"]
 
-VERSION = 1
+#: The wire protocol's version; peers of other versions are refused at the
+#: handshake, naming both.  2: RunReport carries faults_fired_at_us.
+VERSION = 2
 CONTEXT = b"twisted_bcr connection handshake v1\x00"
 NONCE_BYTES = 32
 

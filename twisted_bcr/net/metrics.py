@@ -9,8 +9,9 @@ event the core or the node reports is one increment, gauge setting or
 histogram observation on a metric of a per-process L{CollectorRegistry}.
 Labelled metrics are bound to their label values once, up front, so an
 event costs no label lookup.  L{MetricsService} serves that registry at
-C{/metrics} on the endpoint of C{--metrics}; prometheus_client renders it
-in a thread of the reactor's pool, away from the protocol.
+C{/metrics} on the endpoint of C{--metrics}, hardened against whoever can
+reach it (docs/SECURITY.md): no request bodies, a few connections, one
+rendering a second at most.
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.exposition import choose_encoder
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
-from twisted.web.http import Request
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from twisted_bcr.files import write_atomically
@@ -66,15 +72,19 @@ RECONFIGURATION_BUCKETS_S = (
 
 
 class _Children(dict[str, Any]):
-    """A labelled metric's children by label value, bound up front; others on first use."""
+    """
+    A labelled metric's children by label value, bound up front; any value
+    not listed counts as C{"other"}, so no caller can grow the series.
+    """
 
     def __init__(self, metric: Any, values: Iterable[str]) -> None:
         super().__init__((value, metric.labels(value)) for value in values)
         self._metric = metric
 
     def __missing__(self, value: str) -> Any:
-        child = self[value] = self._metric.labels(value)
-        return child
+        if "other" not in self:
+            dict.__setitem__(self, "other", self._metric.labels("other"))
+        return dict.__getitem__(self, "other")
 
 
 @implementer(IMetrics)
@@ -258,23 +268,123 @@ class PrometheusMetrics:
         self._connections[reason].inc()
 
 
-class _QuietSite(Site):
-    """A Site that writes no access log line: a scrape every few seconds is not news."""
+#: The most connections the endpoint holds open at once: a scraper needs
+#: one; more are closed as they come, so the endpoint cannot take the
+#: daemon's file descriptors.
+MAX_METRICS_CONNECTIONS = 8
+#: A connection idle this long is closed.
+METRICS_IDLE_TIMEOUT_S = 10
+#: A rendering is served again for this long: however often it is asked
+#: for, the registry is rendered at most once a second per format.
+RENDER_CACHE_S = 1.0
+#: Renderings kept at once (one per content type a scraper asked for).
+MAX_CACHED_FORMATS = 4
+
+
+class _MetricsRequest(Request):
+    """
+    A request that may carry no body: a scrape is a GET, and twisted.web
+    would otherwise buffer any body (to a temporary file above 100 kB)
+    before answering it.
+    """
+
+    def gotLength(self, length: int | None) -> None:
+        if length != 0:  # a declared body, or a chunked one (None)
+            super().gotLength(0)
+            transport = self.channel.transport if self.channel is not None else None
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        super().gotLength(length)
+
+
+class _MetricsSite(Site):
+    """
+    The endpoint's site: bodiless requests only, a few connections at
+    once, no access log line (a scrape every few seconds is not news).
+    """
 
     noisy = False
+    requestFactory = _MetricsRequest
 
-    def log(self, request: Request) -> None:
+    def __init__(self, resource: IResource) -> None:
+        super().__init__(resource, timeout=METRICS_IDLE_TIMEOUT_S)
+        self._channels: set[Any] = set()
+        self._all_closed: list[Deferred[None]] = []
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._channels)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self._channels) >= MAX_METRICS_CONNECTIONS:
+            return None
+        channel = super().buildProtocol(addr)
+        self._channels.add(channel)
+        lost = channel.connectionLost
+
+        def connection_lost(reason: Failure) -> None:
+            self._channels.discard(channel)
+            lost(reason)
+            if not self._channels:
+                waiting, self._all_closed = self._all_closed, []
+                for d in waiting:
+                    d.callback(None)
+
+        channel.connectionLost = connection_lost
+        return channel
+
+    def close_all(self) -> Deferred[None]:
+        """Close every open connection; fires once all are closed."""
+        if not self._channels:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._all_closed.append(d)
+        for channel in list(self._channels):
+            # twisted.web's protocol is a proxy; the transport is its channel's.
+            transport = getattr(getattr(channel, "_channel", channel), "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return d
+
+    def log(self, request: Any) -> None:
         pass
 
 
-def metrics_resource(registry: CollectorRegistry) -> IResource:
-    """A resource tree serving C{registry} at C{/metrics}."""
-    # Imported here: prometheus_client.twisted imports the global reactor,
-    # whose thread pool renders the registry.
-    from prometheus_client.twisted import MetricsResource
+class _MetricsPage(Resource):
+    """
+    C{/metrics}: the registry in the format the scraper's C{Accept} asks
+    for (prometheus_client's choice: Prometheus text or OpenMetrics),
+    rendered in the reactor's thread (no thread pool in the daemon) and
+    cached for L{RENDER_CACHE_S}.
+    """
 
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._registry = registry
+        self._clock = clock
+        #: Content type -> (when rendered, body); a few formats at most.
+        self._cache: dict[str, tuple[float, bytes]] = {}
+
+    def render_GET(self, request: Request) -> bytes:
+        encoder, content_type = choose_encoder(request.getHeader("accept") or "")
+        now = self._clock()
+        cached = self._cache.get(content_type)
+        if cached is None or now - cached[0] >= RENDER_CACHE_S:
+            if len(self._cache) >= MAX_CACHED_FORMATS:
+                # The Accept header is the scraper's to choose: bounded.
+                self._cache.clear()
+            cached = self._cache[content_type] = (now, bytes(encoder(self._registry)))
+        request.setHeader("content-type", content_type)
+        return cached[1]
+
+
+def metrics_resource(registry: CollectorRegistry, clock: Callable[[], float]) -> IResource:
+    """A resource tree serving C{registry} at C{/metrics}."""
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=registry))
+    root.putChild(b"metrics", _MetricsPage(registry, clock))
     return root
 
 
@@ -306,6 +416,7 @@ class MetricsService(Service):
         self._port_file = port_file
         self._on_failure = on_failure
         self._port: IListeningPort | None = None
+        self._site: _MetricsSite | None = None
         self.address = ""
         #: Fires with the listening port, or fails, once L{startService} ran.
         self.listening: Deferred[IListeningPort] | None = None
@@ -313,8 +424,10 @@ class MetricsService(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self._reactor, self._description)
-        self.listening = endpoint.listen(_QuietSite(metrics_resource(self._registry)))
-        self.listening.addCallbacks(self._listening, self._failed)
+        site = self._site = _MetricsSite(metrics_resource(self._registry, self._reactor.seconds))
+        self.listening = endpoint.listen(site)
+        # An error writing the port file fails the service too.
+        self.listening.addCallback(self._listening).addErrback(self._failed)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self._port = port
@@ -341,3 +454,5 @@ class MetricsService(Service):
         port, self._port = self._port, None
         if port is not None:
             await maybeDeferred(port.stopListening)
+        if self._site is not None:
+            await self._site.close_all()
