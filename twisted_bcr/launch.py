@@ -151,6 +151,9 @@ class ProcessesOptions:
     fault_plugin_dirs: tuple[str, ...] = ()
     #: Write a L{Progress} line to standard output a few times a second.
     progress: bool = False
+    #: Fork every daemon from one pre-imported process (L{twisted_bcr.forkserver})
+    #: rather than start each as a fresh interpreter.
+    fork_server: bool = True
     #: When the run began for the person who asked for it (epoch seconds,
     #: the reactor's clock): the deadline counts from here, so that it
     #: bounds the launcher's own start-up too.  Default: the launcher's start.
@@ -327,9 +330,11 @@ class _Daemons:
             if child not in placed:
                 child.send_signal("TERM")
         await supervisor.exit_within(min(grace, share(3)))
-        return await supervisor.terminate_stragglers(
+        errors = await supervisor.terminate_stragglers(
             min(TERMINATE_GRACE_S, max(share(2), MINIMUM_SIGNAL_GRACE_S))
         )
+        await supervisor.closed(max(share(1), MINIMUM_SIGNAL_GRACE_S))
+        return errors
 
     def link_replica_logs(self, report: RunReport) -> None:
         """Link each placed spare's logs as C{<case>-replica-<c>.<r>.{log,json}}."""
@@ -392,7 +397,9 @@ class _ProcessesRun:
         self.deadline_at = self.origin + spec.deadline_s
         self._log_files = LogFiles(options.log_dir, f"{options.stem}-launcher")
         self.log = Logger(namespace="bcr.launcher", observer=LogPublisher(self._log_files))
-        self.supervisor = Supervisor(reactor, options.log_dir, self.log)
+        self.supervisor = Supervisor(
+            reactor, options.log_dir, self.log, fork_server=options.fork_server
+        )
         self.client_keys = _client_keys(spec.case.num_client, options.external_olympus)
         self.daemons = _Daemons(spec, options, self.supervisor, self.client_keys, self.log)
         self.nodes: list[TcpNode] = []
@@ -679,6 +686,7 @@ class _ProcessesRun:
         self.errors.append("interrupted: the launcher is shutting down")
         self.failed(self.errors[-1])
         self.supervisor.kill_all()
+        self.supervisor.close()
         waiting = self._done.wait()
         waiting.addTimeout(EXIT_GRACE_S, self.reactor)
         waiting.addErrback(lambda _: None)
@@ -926,6 +934,7 @@ async def run_case(
     fault_plugins: Sequence[str] = (),
     progress: bool = False,
     started_at: float | None = None,
+    fork_server: bool = True,
 ) -> dict[str, Any]:
     """
     Run C{case} (a parsed case or the path of a case file) with real
@@ -970,6 +979,7 @@ async def run_case(
         ),
         progress=progress,
         started_at=started_at,
+        fork_server=fork_server,
     )
     return await _ProcessesRun(reactor, spec, options, on_ready).run()
 
@@ -1006,6 +1016,7 @@ def run_case_blocking(
     olympus_key_file: str | None = None,
     fault_plugins: Sequence[str] = (),
     on_progress: Callable[[Progress], None] | None = None,
+    fork_server: bool = True,
 ) -> dict[str, Any]:
     """
     L{run_case} for callers without a reactor (the C{bcr} script, benchmarks):
@@ -1043,6 +1054,8 @@ def run_case_blocking(
         command += ["--fault-plugins", os.path.abspath(plugin_dir)]
     if on_progress is not None:
         command.append("--progress")
+    if not fork_server:
+        command.append("--no-fork-server")
     started = time.monotonic()
     process = subprocess.Popen(
         command, env=child_environment(),
@@ -1167,6 +1180,10 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
         help="also load fault plugins from DIR (repeatable)",
     )
     parser.add_argument(
+        "--no-fork-server", dest="fork_server", action="store_false",
+        help="start each daemon as a fresh interpreter, not forked from a pre-imported one",
+    )
+    parser.add_argument(
         "--progress", action="store_true",
         help="write a JSON progress line to standard output a few times a second",
     )
@@ -1190,7 +1207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             spares=options.spares, kill_head_after=options.kill_head_after,
             olympus=options.olympus, olympus_key_file=options.olympus_key_file,
             fault_plugins=options.fault_plugins, progress=options.progress,
-            started_at=options.started_at,
+            started_at=options.started_at, fork_server=options.fork_server,
         )
         raise SystemExit(0 if summary["ok"] else 1)
 

@@ -14,7 +14,9 @@ C{crash()} fault (L{CRASH_STATUS}).  Nothing here reads a log.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import site
 import sys
 from collections.abc import Sequence
@@ -41,6 +43,9 @@ __all__ = [
 
 #: How long after SIGTERM before SIGKILL, and after SIGKILL before giving up.
 TERMINATE_GRACE_S = 5.0
+#: The exit status recorded for a child whose fork server died before it
+#: could say how the child ended (EX_OSERR).
+FORK_SERVER_LOST = 71
 
 
 class _ChildProtocol(ProcessProtocol):
@@ -123,6 +128,8 @@ class Child:
 
     def ready_address(self) -> str | None:
         """HOST:PORT from the port file it writes once listening, or None yet."""
+        if self.transport.pid is None:
+            return None  # not forked yet: the port file may be a stale one
         try:
             with open(self.port_file, encoding="utf-8") as f:
                 return f.read().strip() or None
@@ -175,15 +182,126 @@ def peak_memory_kib(pid: int) -> int | None:
     return None
 
 
+class _ForkedTransport:
+    """What a L{Child} needs of its process, for a child of the fork server."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self._pending: list[str] = []
+        #: Fires once forked (its pid known).
+        self.forked = OneShot()
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        self.forked.fire()
+        pending, self._pending = self._pending, []
+        for name in pending:
+            self.signalProcess(name)
+
+    def signalProcess(self, name: str) -> None:
+        if self.pid is None:
+            # Forked any moment now: the signal goes as soon as it is.
+            self._pending.append(name)
+            return
+        os.kill(self.pid, getattr(signal, f"SIG{name}"))
+
+
+class ForkServer(ProcessProtocol):
+    """
+    The launcher's end of L{twisted_bcr.forkserver}: asks it for children
+    and learns from it when each was forked and how it ended.
+    """
+
+    def __init__(self, reactor: Any, directory: str, environment: dict[str, str]) -> None:
+        self._waiting: dict[str, tuple[_ChildProtocol, _ForkedTransport]] = {}
+        self._buffer = b""
+        self._count = 0
+        self.ended = OneShot()
+        stderr = os.path.join(directory, "forkserver.stderr")
+        descriptor = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "ab") as err:
+            # The directory is in its command line, so that each daemon
+            # (which shares it) can be found by its run's directory.
+            self._process: Any = reactor.spawnProcess(
+                self, sys.executable,
+                [sys.executable, "-m", "twisted_bcr.forkserver", directory],
+                env=environment, childFDs={0: "w", 1: "r", 2: err.fileno()},
+            )
+
+    def spawn(self, argv: Sequence[str], stdout: str, stderr: str) -> tuple[Any, Any]:
+        """Ask for C{twistd argv}; the protocol and transport its L{Child} uses."""
+        protocol, transport = _ChildProtocol(), _ForkedTransport()
+        if self.ended.fired:
+            protocol.exit_code = 1
+            protocol.ended.fire()
+            return protocol, transport
+        self._count += 1
+        ident = str(self._count)
+        self._waiting[ident] = (protocol, transport)
+        request = {"spawn": ident, "argv": list(argv), "stdout": stdout, "stderr": stderr}
+        self._process.write(json.dumps(request).encode() + b"\n")
+        return protocol, transport
+
+    def close(self) -> None:
+        """No more children: it exits once those it has have ended."""
+        if not self.ended.fired:
+            self._process.closeStdin()
+
+    def kill(self) -> None:
+        if not self.ended.fired:
+            try:
+                self._process.signalProcess("KILL")
+            except OSError:
+                pass
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if "started" in event:
+            entry = self._waiting.get(str(event["started"]))
+            if entry is not None:
+                entry[1].started(int(event["pid"]))
+        elif "ended" in event or "failed" in event:
+            entry = self._waiting.pop(str(event.get("ended", event.get("failed"))), None)
+            if entry is None:
+                return
+            protocol = entry[0]
+            protocol.exit_code = event.get("exit_code", 1)
+            protocol.signal = event.get("signal")
+            protocol.ended.fire()
+
+    def processEnded(self, reason: Failure) -> None:
+        # Gone (killed?): its children can no longer be reported; say so.
+        waiting, self._waiting = self._waiting, {}
+        for protocol, _ in waiting.values():
+            protocol.exit_code = FORK_SERVER_LOST
+            protocol.ended.fire()
+        self.ended.fire()
+
+
 class Supervisor:
     """The children of one run: start, watch, stop."""
 
-    def __init__(self, reactor: Any, directory: str, log: Any) -> None:
+    def __init__(
+        self, reactor: Any, directory: str, log: Any, fork_server: bool = False
+    ) -> None:
         self.reactor = reactor
         self._directory = directory
         self._log = log
         self._environment = child_environment()
         self.children: list[Child] = []
+        self._use_fork_server = fork_server
+        #: Forks every child from one pre-imported process; started with the first.
+        self._fork_server: ForkServer | None = None
 
     def spawn(self, name: str, arguments: Sequence[str]) -> Child:
         """Start C{twistd -n <arguments>}; its output goes to files in the directory."""
@@ -200,14 +318,21 @@ class Supervisor:
             os.unlink(port_file)
         except FileNotFoundError:
             pass
-        protocol = _ChildProtocol()
-        with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err, open(
-            os.devnull, "rb"
-        ) as null:
-            transport = self.reactor.spawnProcess(
-                protocol, command[0], command, env=self._environment,
-                childFDs={0: null.fileno(), 1: out.fileno(), 2: err.fileno()},
+        if self._use_fork_server:
+            if self._fork_server is None:
+                self._fork_server = ForkServer(self.reactor, self._directory, self._environment)
+            protocol, transport = self._fork_server.spawn(
+                command[len(twistd_command()):], stdout_path, stderr_path
             )
+        else:
+            protocol = _ChildProtocol()
+            with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err, open(
+                os.devnull, "rb"
+            ) as null:
+                transport = self.reactor.spawnProcess(
+                    protocol, command[0], command, env=self._environment,
+                    childFDs={0: null.fileno(), 1: out.fileno(), 2: err.fileno()},
+                )
         child = Child(
             name=name,
             port_file=port_file,
@@ -216,10 +341,17 @@ class Supervisor:
             transport=transport,
         )
         self.children.append(child)
-        self._log.info(
-            "started {name} (pid {pid}): {command}", name=name, pid=child.pid,
-            command=" ".join(command), event="bcr.spawn",
-        )
+
+        def started(_: object = None) -> None:
+            self._log.info(
+                "started {name} (pid {pid}): {command}", name=name, pid=child.pid,
+                command=" ".join(command), event="bcr.spawn",
+            )
+
+        if isinstance(transport, _ForkedTransport):
+            transport.forked.wait().addCallback(started)
+        else:
+            started()
         protocol.ended.wait().addCallback(
             lambda _: self._log.info(
                 "{name} ended: {status}", name=name, status=child.status_text(),
@@ -269,6 +401,24 @@ class Supervisor:
     def kill_all(self) -> None:
         for child in self.children:
             child.send_signal("KILL")
+
+    def close(self) -> None:
+        """No more children will be started (the fork server may exit)."""
+        if self._fork_server is not None:
+            self._fork_server.close()
+
+    async def closed(self, seconds: float) -> None:
+        """L{close}, then wait at most C{seconds} for the fork server to exit."""
+        self.close()
+        server = self._fork_server
+        if server is None or server.ended.fired:
+            return
+        ended = server.ended.wait()
+        ended.addTimeout(seconds, self.reactor)
+        try:
+            await ended
+        except (TimeoutError, CancelledError):
+            server.kill()
 
     def failures(self) -> list[str]:
         """How children ended that is an error of the run."""
