@@ -56,6 +56,12 @@ class ForkedSupervisorProcessTests(test_supervise.SupervisorProcessTests):
         self.assertNotEqual(child.pid, server._process.pid)
         with open(f"/proc/{server._process.pid}/cmdline", "rb") as f:
             self.assertIn(self.directory.encode(), f.read())
+        # The kernel's count of the child's CPU, and the server's own once
+        # it has exited.
+        self.assertGreater(child.protocol.cpu_s or 0, 0)
+        self.assertIsNone(self.supervisor.cpu_seconds())
+        await self.supervisor.closed(WAIT_S)
+        self.assertEqual(set(self.supervisor.cpu_seconds() or {}), {"clean", "forkserver"})
 
     async def test_server_lost(self) -> None:
         """

@@ -197,6 +197,23 @@ class RunCaseTests(TestCase):
             self.assertTrue(
                 os.path.exists(os.path.join(log_dir, f"failure_free-replica-0.{position}.json"))
             )
+        # CPU as the kernel counted it, per process: every daemon (forked
+        # by the fork server, which reports it), the fork server itself,
+        # the launcher and the caller.
+        cpu = summary["cpu_s"]
+        self.assertEqual(
+            set(cpu["daemons"]),
+            {"failure_free-olympus", "forkserver"}
+            | {f"failure_free-spare-{n}" for n in range(6)},
+        )
+        self.assertTrue(all(seconds > 0 for seconds in cpu["daemons"].values()), cpu)
+        self.assertAlmostEqual(
+            cpu["total"], cpu["launcher"] + sum(cpu["daemons"].values()) + cpu["caller"],
+            places=3,
+        )
+        self.assertAlmostEqual(
+            summary["cpu_ms_per_request"], cpu["total"] * 1000 / summary["requests"], places=2
+        )
         self.assert_no_process_left(log_dir)
 
     def test_checkpoints(self) -> None:

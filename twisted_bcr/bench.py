@@ -11,10 +11,13 @@ come from real runs only; nothing here is used by the tests' assertions.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -25,6 +28,8 @@ from twisted_bcr.workload import pseudorandom
 #: perform900's first client seed; further clients count up from it.
 FIRST_SEED = 190
 DEFAULT_REQUESTS = 300
+#: A guard against a reference version's run that hangs, not a speed bound.
+REFERENCE_DEADLINE_S = 900.0
 
 
 def scaled_case(
@@ -91,8 +96,12 @@ def run_benchmark(
                 "elapsed_s": summary["elapsed_s"],
                 "workload_s": summary["workload_s"],
                 "wall_with_startup_s": round(wall, 3),
+                # From the run's start to its first request: start-up alone.
+                "startup_s": round(summary["elapsed_s"] - summary["workload_s"], 3),
                 "requests": summary["requests"],
                 "throughput_ops_s": summary["throughput_ops_s"],
+                "cpu_s": summary.get("cpu_s"),
+                "cpu_ms_per_request": summary.get("cpu_ms_per_request"),
                 "latency_ms": summary["latency_ms"],
                 "peak_memory_kib": summary.get("peak_memory_kib", {}),
                 "configurations": summary["configurations"],
@@ -115,8 +124,13 @@ def run_benchmark(
             "wall_with_startup_s": statistics.median(
                 r["wall_with_startup_s"] for r in results
             ),
+            "startup_s": statistics.median(r["startup_s"] for r in results),
             "throughput_ops_s": median["throughput_ops_s"],
             "latency_ms": median["latency_ms"],
+            "cpu_ms_per_request": _median_of(r.get("cpu_ms_per_request") for r in results),
+            "peak_memory_kib": max(
+                (kib for r in results for kib in r["peak_memory_kib"].values()), default=None
+            ),
             "reconfiguration_s": _median_reconfiguration(results),
         },
         "ok": all(r["ok"] for r in results),
@@ -126,6 +140,118 @@ def run_benchmark(
             "cpus": _cpu_count(),
         },
     }
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    """The median of the values that are there, or None if none is."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line for a person: the median run of a benchmark."""
+    median = result["median"]
+    cpu = median.get("cpu_ms_per_request")
+    memory = median.get("peak_memory_kib")
+    return (
+        f"{'OK' if result['ok'] else 'FAILED'}: {result['case']} (t={result['t']}, "
+        f"{result['clients']} clients, {result['requests']} requests), median of "
+        f"{len(result['runs'])}: wall {median['wall_with_startup_s']:.2f} s (start-up "
+        f"{median['startup_s']:.2f} s, workload {median['workload_s']:.2f} s), "
+        f"{median['throughput_ops_s']:.0f} req/s, latency p50 {median['latency_ms']['p50']:.1f}"
+        f" / p99 {median['latency_ms']['p99']:.1f} ms"
+        + (f", {cpu:.1f} ms CPU per request" if cpu is not None else "")
+        + (f", peak {memory / 1024:.0f} MiB per process" if memory else "")
+    )
+
+
+#: The figures L{compare} sets side by side: (label, how to read it off a
+#: benchmark's median), smaller is better for all but throughput.
+COMPARED = (
+    ("wall incl. start-up (s)", lambda m: m.get("wall_with_startup_s")),
+    ("start-up (s)", lambda m: m.get("startup_s")),
+    ("workload (s)", lambda m: m.get("workload_s")),
+    ("throughput (req/s)", lambda m: m.get("throughput_ops_s")),
+    ("latency p50 (ms)", lambda m: (m.get("latency_ms") or {}).get("p50")),
+    ("latency p99 (ms)", lambda m: (m.get("latency_ms") or {}).get("p99")),
+    ("CPU per request (ms)", lambda m: m.get("cpu_ms_per_request")),
+)
+
+
+def compare(
+    ours: Callable[[], dict[str, Any]],
+    theirs: Callable[[], dict[str, Any]],
+    runs: int,
+) -> dict[str, Any]:
+    """
+    Run both benchmarks C{runs} times each, one run at a time, alternating
+    which goes first, and set their medians side by side with the ratios
+    (ours / theirs): measured in one session on one machine, only the
+    ratios mean anything elsewhere.
+    """
+    our_runs: list[dict[str, Any]] = []
+    their_runs: list[dict[str, Any]] = []
+    for number in range(runs):
+        order = [(ours, our_runs), (theirs, their_runs)]
+        for run, into in order if number % 2 == 0 else reversed(order):
+            into.append(run())
+    rows = []
+    for label, read in COMPARED:
+        mine = _median_of(read(r["median"]) for r in our_runs)
+        other = _median_of(read(r["median"]) for r in their_runs)
+        rows.append({
+            "figure": label, "ours": mine, "theirs": other,
+            "ratio": round(mine / other, 3) if mine is not None and other else None,
+        })
+    return {
+        "runs": runs,
+        "ok": all(r["ok"] for r in our_runs + their_runs),
+        "figures": rows,
+        "ours": our_runs,
+        "theirs": their_runs,
+    }
+
+
+def reference_benchmark(
+    bcr: str, arguments: list[str], directory: str
+) -> Callable[[], dict[str, Any]]:
+    """
+    One run of another installed version's C{bcr bench ARGUMENTS --runs 1},
+    its JSON read from a file in C{directory}.
+    """
+    counter = iter(range(1_000_000))
+
+    def run() -> dict[str, Any]:
+        output = os.path.join(directory, f"reference-{next(counter)}.json")
+        done = subprocess.run(
+            [bcr, "bench", *arguments, "--runs", "1", "--output", output],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            timeout=REFERENCE_DEADLINE_S,
+        )
+        try:
+            with open(output, encoding="utf-8") as f:
+                result: dict[str, Any] = json.load(f)
+        except (OSError, ValueError):
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ValueError(
+                f"{bcr} bench exited with status {done.returncode} and no result: {last}"
+            ) from None
+        return result
+
+    return run
+
+
+def compare_lines(comparison: dict[str, Any], reference: str) -> list[str]:
+    """The comparison for a person: one line per figure, ratio last."""
+    lines = [f"{'':24} {'this':>10} {'reference':>10} {'ratio':>7}   ({reference}, "
+             f"{comparison['runs']} alternating runs each, medians)"]
+    for row in comparison["figures"]:
+        def shown(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3g}"
+        ratio = "-" if row["ratio"] is None else f"x{row['ratio']:.2f}"
+        lines.append(f"{row['figure']:24} {shown(row['ours']):>10} "
+                     f"{shown(row['theirs']):>10} {ratio:>7}")
+    return lines
 
 
 def _median_reconfiguration(results: list[dict[str, Any]]) -> float | None:

@@ -117,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the recovery scenario: SIGKILL the head once clients accepted RESULTS "
         "results, and measure the reconfiguration",
     )
+    bench.add_argument(
+        "--compare", metavar="BCR",
+        help="also run another installed version's bcr (e.g. an older commit's "
+        "virtualenv's bin/bcr), alternating runs, and print the ratios",
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="print the whole JSON, not the summary line"
+    )
     return parser
 
 
@@ -309,13 +317,58 @@ def _bench(args: argparse.Namespace) -> int:
     if args.kill_head_after is not None and args.kill_head_after < 1:
         raise UsageProblem("--kill-head-after must be at least 1")
     _check_outputs(args, "output")
+    hosts = _hosts(args.hosts)
+    if args.compare is not None:
+        return _bench_compare(args, case, hosts)
     result = bench.run_benchmark(
-        case, runs=args.runs, log_dir=args.log_dir, hosts=_hosts(args.hosts),
+        case, runs=args.runs, log_dir=args.log_dir, hosts=hosts,
         kill_head_after=args.kill_head_after,
     )
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else bench.summary_line(result))
     written = _write_json("--output", args.output, result)
     return 0 if result["ok"] and not written else 1
+
+
+def _bench_compare(args: argparse.Namespace, case: Case, hosts: list[str] | None) -> int:
+    import tempfile
+
+    from twisted_bcr import bench
+
+    reference = args.compare
+    if not (os.path.isfile(reference) and os.access(reference, os.X_OK)):
+        raise UsageProblem(f"--compare {reference!r}: not an executable bcr")
+    # The same case file and options, for a version that may know no
+    # packaged case names.
+    arguments = [os.path.abspath(case.path)]
+    for option, value in (
+        ("--clients", args.clients), ("--requests", args.requests), ("--t", args.t),
+        ("--hosts", args.hosts), ("--kill-head-after", args.kill_head_after),
+    ):
+        if value is not None:
+            arguments += [option, str(value)]
+    counter = iter(range(1_000_000))
+
+    def ours() -> dict[str, Any]:
+        number = next(counter)
+        log_dir = f"{args.log_dir}/ours-{number}" if args.log_dir else None
+        return bench.run_benchmark(
+            case, runs=1, log_dir=log_dir, hosts=hosts, kill_head_after=args.kill_head_after
+        )
+
+    with tempfile.TemporaryDirectory(prefix="bcr-compare-") as directory:
+        try:
+            comparison = bench.compare(
+                ours, bench.reference_benchmark(reference, arguments, directory), args.runs
+            )
+        except ValueError as e:
+            raise UsageProblem(str(e)) from None
+    comparison["reference"] = reference
+    if args.json:
+        print(json.dumps(comparison, indent=2))
+    else:
+        print("\n".join(bench.compare_lines(comparison, reference)))
+    written = _write_json("--output", args.output, comparison)
+    return 0 if comparison["ok"] and not written else 1
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -15,7 +15,9 @@ server reports how each ended.  It speaks JSON lines:
     C{{"spawn": ID, "argv": [...], "stdout": PATH, "stderr": PATH}};
   - on its standard output, to the launcher: C{{"started": ID, "pid": N}}
     once forked (or C{{"failed": ID, "error": TEXT}}), and
-    C{{"ended": ID, "exit_code": N|null, "signal": N|null}} once reaped.
+    C{{"ended": ID, "exit_code": N|null, "signal": N|null, "cpu_s": S}} once
+    reaped (C{cpu_s}: the child's user + system CPU seconds), and
+    C{{"exiting": true, "cpu_s": S}} (its own) last.
 
 It exits when its standard input closes, after its children have ended (it
 waits for them: the launcher stops them first).  Nothing here installs a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -120,7 +123,7 @@ class _Server:
     def _reap(self) -> None:
         while self._children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -128,10 +131,15 @@ class _Server:
             ident = self._children.pop(pid, None)
             if ident is None:
                 continue
+            # What the daemon itself spent, as the kernel counted it.
+            cpu_s = round(usage.ru_utime + usage.ru_stime, 4)
             if os.WIFSIGNALED(status):
-                self._say(ended=ident, exit_code=None, signal=os.WTERMSIG(status))
+                self._say(ended=ident, exit_code=None, signal=os.WTERMSIG(status), cpu_s=cpu_s)
             else:
-                self._say(ended=ident, exit_code=os.waitstatus_to_exitcode(status), signal=None)
+                self._say(
+                    ended=ident, exit_code=os.waitstatus_to_exitcode(status), signal=None,
+                    cpu_s=cpu_s,
+                )
 
     def _read_requests(self) -> None:
         data = os.read(0, 65536)
@@ -172,6 +180,8 @@ class _Server:
                     else:
                         os.read(wake_read, 4096)
                 self._reap()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._say(exiting=True, cpu_s=round(usage.ru_utime + usage.ru_stime, 4))
 
 
 def main() -> None:

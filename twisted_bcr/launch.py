@@ -653,6 +653,9 @@ class _ProcessesRun:
         # From the run's start (bcr's) to every process stopped: what the
         # deadline bounds.
         summary["run_s"] = round(self.reactor.seconds() - self.origin, 3)
+        summary["cpu_s"] = _cpu_seconds(
+            self.supervisor.cpu_seconds() if self.options.external_olympus is None else None
+        )
         summary["peak_memory_kib"] = self.peak_memory_kib
         timing = self.kill_head.timing(report) if self.kill_head is not None else None
         if timing is not None:
@@ -769,6 +772,22 @@ def _client_keys(
         load_or_create_key(os.path.join(directory, f"client-{index}.key"), "client key")
         for index in range(count)
     ]
+
+
+def _cpu_seconds(daemons: dict[str, float] | None) -> dict[str, Any]:
+    """
+    The run's CPU time, user + system, as the kernel counted it: this
+    launcher (clients and driver included) and every daemon (C{daemons},
+    None where they could not all be counted: no fork server, or a daemon
+    still running); C{total} only when everything was counted.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    launcher = round(usage.ru_utime + usage.ru_stime, 4)
+    return {
+        "launcher": launcher,
+        "daemons": daemons,
+        "total": round(launcher + sum(daemons.values()), 4) if daemons is not None else None,
+    }
 
 
 def _peak_memory(children: Sequence[Child], stem: str) -> dict[str, int]:
@@ -1101,7 +1120,29 @@ def run_case_blocking(
         summary["log_dir"] = directory
     if interrupted:
         summary["interrupted"] = True
+    if _count_own_cpu(summary):
+        # The file says what the caller is told.
+        write_atomically(summary_path, json.dumps(summary, indent=2, sort_keys=False) + "\n")
     return summary
+
+
+def _count_own_cpu(summary: dict[str, Any]) -> bool:
+    """
+    Add this process's CPU (C{bcr}'s, or a benchmark's) to the run's, and
+    per request; whether there was a run's to add to.
+    """
+    cpu = summary.get("cpu_s")
+    if not isinstance(cpu, dict):
+        return False
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu["caller"] = round(usage.ru_utime + usage.ru_stime, 4)
+    if cpu.get("total") is not None:
+        cpu["total"] = round(cpu["total"] + cpu["caller"], 4)
+        requests = summary.get("requests") or 0
+        summary["cpu_ms_per_request"] = (
+            round(cpu["total"] * 1000 / requests, 3) if requests else None
+        )
+    return True
 
 
 def _wait_for_launcher(

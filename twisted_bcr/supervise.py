@@ -55,6 +55,8 @@ class _ChildProtocol(ProcessProtocol):
         self.ended = OneShot()
         self.exit_code: int | None = None
         self.signal: int | None = None
+        #: User + system CPU seconds it used, when its reaper could tell.
+        self.cpu_s: float | None = None
 
     def processEnded(self, reason: Failure) -> None:
         value = reason.value
@@ -217,6 +219,8 @@ class ForkServer(ProcessProtocol):
         self._buffer = b""
         self._count = 0
         self.ended = OneShot()
+        #: Its own CPU seconds (importing for everyone), once it said so.
+        self.cpu_s: float | None = None
         stderr = os.path.join(directory, "forkserver.stderr")
         descriptor = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(descriptor, "ab") as err:
@@ -277,7 +281,12 @@ class ForkServer(ProcessProtocol):
             protocol = entry[0]
             protocol.exit_code = event.get("exit_code", 1)
             protocol.signal = event.get("signal")
+            cpu = event.get("cpu_s")
+            protocol.cpu_s = float(cpu) if isinstance(cpu, (int, float)) else None
             protocol.ended.fire()
+        elif "exiting" in event:
+            cpu = event.get("cpu_s")
+            self.cpu_s = float(cpu) if isinstance(cpu, (int, float)) else None
 
     def processEnded(self, reason: Failure) -> None:
         # Gone (killed?): its children can no longer be reported; say so.
@@ -406,6 +415,23 @@ class Supervisor:
         """No more children will be started (the fork server may exit)."""
         if self._fork_server is not None:
             self._fork_server.close()
+
+    def cpu_seconds(self) -> dict[str, float] | None:
+        """
+        CPU seconds (user + system) of every child and of the fork server,
+        as their reaper counted them; None unless every child and the fork
+        server have ended and each was counted (only the fork server can
+        tell, so not without one).
+        """
+        counted = {c.name: c.protocol.cpu_s for c in self.children}
+        if any(c.running for c in self.children) or None in counted.values():
+            return None
+        seconds = {name: cpu for name, cpu in counted.items() if cpu is not None}
+        if self._fork_server is not None:
+            if self._fork_server.cpu_s is None:
+                return None  # still running, or gone without saying
+            seconds["forkserver"] = self._fork_server.cpu_s
+        return seconds
 
     async def closed(self, seconds: float) -> None:
         """L{close}, then wait at most C{seconds} for the fork server to exit."""
