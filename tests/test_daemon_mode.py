@@ -13,19 +13,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.test_processes import poll
 from twisted_bcr.net.daemon import STATUS_PIPE_BYTES, _DaemonService, report_start_failure
 from twisted_bcr.supervise import child_environment
 
@@ -45,20 +43,6 @@ def twistd_script() -> list[str]:
     if os.access(script, os.X_OK):
         return [script]
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def poll(predicate: Callable[[], bool], seconds: float = WAIT_S) -> Deferred[Any]:
-    """Fires once C{predicate()} holds; fails with TimeoutError after C{seconds}."""
-    deadline = reactor.seconds() + seconds
-
-    def check() -> None:
-        if predicate():
-            loop.stop()
-        elif reactor.seconds() > deadline:
-            raise TimeoutError(f"condition not met within {seconds} s")
-
-    loop = LoopingCall(check)
-    return loop.start(0.05, now=True)
 
 
 def is_running(pid: int) -> bool:
@@ -216,7 +200,7 @@ class DaemonizingTwistdTests(TestCase):
         self.assertEqual(status, 1, output)
         self.assertIn(f"Couldn't listen on 127.0.0.1:{number}", output)
         self.assertIn("Address already in use", output)
-        await poll(lambda: not processes_naming(self.directory))
+        await poll(lambda: not processes_naming(self.directory), WAIT_S)
         self.assertFalse(os.path.exists(self.pidfile))
 
     async def test_twist_start_failure(self) -> None:
@@ -247,8 +231,8 @@ class DaemonizingTwistdTests(TestCase):
         with open(self.pidfile, encoding="ascii") as f:
             pid = int(f.read())
         self.assertTrue(is_running(pid))
-        await poll(lambda: os.path.exists(os.path.join(self.directory, "port")))
+        await poll(lambda: os.path.exists(os.path.join(self.directory, "port")), WAIT_S)
         os.kill(pid, signal.SIGTERM)
-        await poll(lambda: not is_running(pid))
+        await poll(lambda: not is_running(pid), WAIT_S)
         # twistd removes its pid file on a clean shutdown.
         self.assertFalse(os.path.exists(self.pidfile))

@@ -751,21 +751,17 @@ class RequestBodyTests(SynchronousTestCase):
         self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
         return channel, transport
 
-    def test_declared_body(self) -> None:
+    def assertDroppedAfterHeaders(self, header: bytes) -> None:
         channel, transport = self.channel()
-        channel.dataReceived(
-            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n"
-        )
+        channel.dataReceived(b"POST /metrics HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
         self.assertTrue(transport.disconnected)
         self.assertEqual(transport.value(), b"")
 
+    def test_declared_body(self) -> None:
+        self.assertDroppedAfterHeaders(b"Content-Length: 100000000000")
+
     def test_chunked_body(self) -> None:
-        channel, transport = self.channel()
-        channel.dataReceived(
-            b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        self.assertTrue(transport.disconnected)
-        self.assertEqual(transport.value(), b"")
+        self.assertDroppedAfterHeaders(b"Transfer-Encoding: chunked")
 
     def test_scrape_without_body(self) -> None:
         """A plain GET is answered."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from twisted.logger import eventsFromJSONLogFile
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.test_cli import bcr_command
 from twisted_bcr import codec, crypto
 from twisted_bcr.config import parse_case
 from twisted_bcr.faults import load_registry
@@ -475,14 +475,6 @@ class DaemonCommandLineTests(TestCase):
             [line] = output.strip().splitlines()
             self.assertTrue(line.startswith(f"twistd {arguments[0]}: "), line)
             self.assertIn(expected, line)
-
-
-def bcr_command() -> list[str]:
-    """The installed C{bcr} script next to this interpreter, else the same code with C{-m}."""
-    script = os.path.join(os.path.dirname(sys.executable), "bcr")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "twisted_bcr.cli"]
 
 
 class _Collector(ProcessProtocol):

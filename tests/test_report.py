@@ -11,11 +11,11 @@ import json
 import os
 import struct
 import subprocess
-import sys
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_cli import bcr_command
 from twisted_bcr.config import parse_case_text
 from twisted_bcr.core.client import ClientOutcome
 from twisted_bcr.examples import resolve_case
@@ -37,14 +37,6 @@ from twisted_bcr.simulation import simulate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STARTED_AT = 1000.0
-
-
-def bcr_command() -> list[str]:
-    """The installed C{bcr} script next to this interpreter, else the same code with C{-m}."""
-    script = os.path.join(os.path.dirname(sys.executable), "bcr")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "twisted_bcr.cli"]
 
 
 def bcr(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -43,10 +43,11 @@ class UnsafeFileError(ValueError):
         self.problem = problem
 
 
-def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+def write_atomically(path: str, text: str | bytes, mode: int = 0o644) -> None:
     """
-    Replace C{path} by a file holding C{text} (UTF-8) with permissions
-    C{mode}: written to a temporary file, synced, then renamed over it.
+    Replace C{path} by a file holding C{text} (UTF-8, or bytes as they are)
+    with permissions C{mode}: written to a temporary file, synced, then
+    renamed over it.
 
     The temporary file has a random name next to C{path} and is created
     exclusively without following symlinks, so a name planted in the
@@ -67,9 +68,9 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
         # The umask has been applied to the mode, and may have removed bits
         # we were asked for (a 0644 .pub under umask 077).
         os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as output:
+        with os.fdopen(descriptor, "wb") as output:
             descriptor = -1
-            output.write(text)
+            output.write(text.encode("utf-8") if isinstance(text, str) else text)
             output.flush()
             os.fsync(output.fileno())
         os.replace(temporary, path)

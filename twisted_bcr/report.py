@@ -35,7 +35,6 @@ import math
 import os
 import stat
 from collections.abc import Sequence
-from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 from attrs import define
@@ -827,27 +826,6 @@ result; see docs/REPORT.md).</p>
 """
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    """Replace C{path} by C{data}, never writing through a planted symlink."""
-    temporary = f"{path}.{token_hex(8)}.tmp"
-    descriptor = os.open(
-        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as output:
-            descriptor = -1
-            output.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if descriptor != -1:
-            os.close(descriptor)
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def build_report(directory: str) -> str:
     """
     Build (or rebuild) the report of the finished run in C{directory};
@@ -873,7 +851,7 @@ def build_report(directory: str) -> str:
     try:
         make_private_directory(target)
         for name, _ in CHARTS:
-            _write_bytes(os.path.join(target, name), drawers[name](run))
+            write_atomically(os.path.join(target, name), drawers[name](run))
         index = os.path.join(target, "index.html")
         write_atomically(index, _page(run, CHARTS))
     except OSError as e:
