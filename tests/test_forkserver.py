@@ -25,7 +25,8 @@ from tests.test_supervise import (
     bounded,
     listening_port,
 )
-from twisted_bcr.supervise import FORK_SERVER_LOST, Supervisor, child_environment
+from twisted_bcr import forkserver
+from twisted_bcr.supervise import FORK_SERVER_LOST, Supervisor, _AdoptedProcess, child_environment
 
 
 # The module, not the class: imported by name, trial would run it here too.
@@ -89,6 +90,47 @@ class ForkedSupervisorProcessTests(test_supervise.SupervisorProcessTests):
         late = self.supervisor.spawn("late", ["-y", self.write_tac("late", _CLEAN_TAC)])
         self.assertFalse(late.running)
         self.assertEqual(late.protocol.exit_code, 1)
+
+
+class EarlyForkServerTests(test_supervise.SupervisorProcessTests):
+    """
+    Every supervisor test with real children, forked by a fork server that
+    was started before the supervisor existed (as C{launch_entry} does, to
+    overlap its imports with the launcher's) and adopted by it.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        forkserver.start_early(self.directory)
+        recorder = Recorder()
+        self.events = recorder.events
+        self.supervisor = Supervisor(
+            reactor, self.directory, Logger(observer=recorder), fork_server=True
+        )
+        self.addCleanup(self.kill_children)
+
+    async def kill_children(self) -> None:
+        await super().kill_children()
+        # Adopted even if no test spawned anything: then it exits too.
+        if self.supervisor._fork_server is None:
+            self.supervisor.spawn("clean", ["-y", self.write_tac("clean", _CLEAN_TAC)])
+        await self.supervisor.closed(WAIT_S)
+        server = self.supervisor._fork_server
+        assert server is not None
+        self.assertTrue(server.ended.fired)
+
+    async def test_adopted(self) -> None:
+        """The early fork server is the one used, and reports CPU as the other does."""
+        child = self.supervisor.spawn("clean", ["-y", self.write_tac("clean", _CLEAN_TAC)])
+        server = self.supervisor._fork_server
+        assert server is not None
+        self.assertIsInstance(server._process, _AdoptedProcess)
+        await bounded(child.protocol.ended.wait())
+        self.assertEqual(child.protocol.exit_code, 0)
+        await self.supervisor.closed(WAIT_S)
+        self.assertEqual(set(self.supervisor.cpu_seconds() or {}), {"clean", "forkserver"})
+        self.assertIsNone(forkserver.take_early(self.directory))
 
 
 class PreloadProcessTests(SynchronousTestCase):

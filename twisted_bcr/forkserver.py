@@ -32,11 +32,76 @@ import os
 import resource
 import selectors
 import signal
+import site
 import sys
 import traceback
 from typing import Any
 
-__all__ = ["main", "preload"]
+import twisted_bcr
+
+__all__ = ["child_environment", "main", "preload", "start_early", "take_early"]
+
+#: A fork server started before the launcher's own imports (L{start_early}),
+#: waiting for the launcher's supervisor to take it (L{take_early}).
+_early: tuple[str, Any, int, int] | None = None
+
+
+def child_environment() -> dict[str, str]:
+    """
+    This process's environment, plus the directory twisted_bcr was imported
+    from on PYTHONPATH when that is not an installed location (a source
+    checkout), so children import the same code.
+    """
+    environment = dict(os.environ)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(twisted_bcr.__file__)))
+    installed = {os.path.abspath(p) for p in site.getsitepackages()}
+    user_site = site.getusersitepackages()
+    if isinstance(user_site, str):
+        installed.add(os.path.abspath(user_site))
+    if package_parent not in installed:
+        existing = environment.get("PYTHONPATH")
+        environment["PYTHONPATH"] = (
+            package_parent + os.pathsep + existing if existing else package_parent
+        )
+    return environment
+
+
+def start_early(directory: str) -> None:
+    """
+    Start the fork server for the run in C{directory} now, so that its
+    imports overlap the launcher's (L{twisted_bcr.launch_entry}); the
+    supervisor adopts it with L{take_early}.  Pipes are plain descriptors
+    (no file objects that could close a descriptor number twice).
+    """
+    import subprocess
+
+    global _early
+    to_server, server_in = os.pipe()
+    server_out, from_server = os.pipe()
+    stderr = os.open(
+        os.path.join(directory, "forkserver.stderr"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        0o600,
+    )
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twisted_bcr.forkserver", directory],
+            stdin=to_server, stdout=from_server, stderr=stderr, env=child_environment(),
+            close_fds=True,
+        )
+    finally:
+        for descriptor in (to_server, from_server, stderr):
+            os.close(descriptor)
+    _early = (os.path.abspath(directory), process, server_in, server_out)
+
+
+def take_early(directory: str) -> tuple[Any, int, int] | None:
+    """The fork server L{start_early} started for C{directory}: its process and pipes."""
+    global _early
+    if _early is None or _early[0] != os.path.abspath(directory):
+        return None
+    _, process, server_in, server_out = _early
+    _early = None
+    return process, server_in, server_out
 
 
 def preload() -> None:

@@ -1056,7 +1056,7 @@ def run_case_blocking(
     if os.path.exists(summary_path):
         os.unlink(summary_path)
     command = [
-        sys.executable, "-m", "twisted_bcr.launch", case_file, "--log-dir", directory,
+        sys.executable, "-m", "twisted_bcr.launch_entry", case_file, "--log-dir", directory,
         "--started-at", repr(started_at),
     ]
     if deadline_s is not None:

@@ -17,19 +17,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import site
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from attrs import define, field
+from twisted.internet._posixstdio import StandardIO
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-import twisted_bcr
 from twisted_bcr.core.replica import CRASH_STATUS
+from twisted_bcr.forkserver import child_environment, take_early
 from twisted_bcr.lifecycle import OneShot
 from twisted_bcr.net.twistd import FAILURES_LOGGED
 
@@ -152,26 +154,6 @@ def twistd_command() -> list[str]:
     return [sys.executable, "-m", "twisted_bcr.net.twistd"]
 
 
-def child_environment() -> dict[str, str]:
-    """
-    This process's environment, plus the directory twisted_bcr was imported
-    from on PYTHONPATH when that is not an installed location (a source
-    checkout), so children import the same code.
-    """
-    environment = dict(os.environ)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(twisted_bcr.__file__)))
-    installed = {os.path.abspath(p) for p in site.getsitepackages()}
-    user_site = site.getusersitepackages()
-    if isinstance(user_site, str):
-        installed.add(os.path.abspath(user_site))
-    if package_parent not in installed:
-        existing = environment.get("PYTHONPATH")
-        environment["PYTHONPATH"] = (
-            package_parent + os.pathsep + existing if existing else package_parent
-        )
-    return environment
-
-
 def peak_memory_kib(pid: int) -> int | None:
     """VmHWM of a process from /proc, in KiB; None where there is no /proc."""
     try:
@@ -208,6 +190,81 @@ class _ForkedTransport:
         os.kill(self.pid, getattr(signal, f"SIG{name}"))
 
 
+@implementer(IHalfCloseableProtocol)
+class _AdoptedPipes(Protocol):
+    """
+    The fork server's pipes, read and written by the reactor like stdio.
+    StandardIO closes neither descriptor: each is closed here once its
+    direction is done (closing the write end is how the server learns it
+    will be asked for no more children).
+    """
+
+    def __init__(self, server: ForkServer, process: Any, server_in: int, server_out: int) -> None:
+        self._server = server
+        self._process = process
+        self._descriptors = {"in": server_in, "out": server_out}
+        self._ended = False
+
+    def _close(self, which: str) -> None:
+        descriptor = self._descriptors.pop(which, None)
+        if descriptor is not None:
+            os.close(descriptor)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._server.outReceived(data)
+
+    def writeConnectionLost(self) -> None:
+        self._close("in")
+
+    def readConnectionLost(self) -> None:
+        # It closed its output: it is exiting (or gone).
+        self._close("out")
+        self._end()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._close("in")
+        self._close("out")
+        self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._process.wait(timeout=TERMINATE_GRACE_S)
+        except Exception:
+            self._process.kill()
+            self._process.wait()
+        self._server.processEnded(Failure(ProcessDone(self._process.returncode)))
+
+
+class _AdoptedProcess:
+    """What L{ForkServer} needs of its process, for one started by L{start_early}."""
+
+    def __init__(
+        self, reactor: Any, server: ForkServer, process: Any, server_in: int, server_out: int
+    ) -> None:
+        self._popen = process
+        self._pipes = StandardIO(
+            _AdoptedPipes(server, process, server_in, server_out),
+            stdin=server_out, stdout=server_in, reactor=reactor,
+        )
+
+    @property
+    def pid(self) -> int:
+        return int(self._popen.pid)
+
+    def write(self, data: bytes) -> None:
+        self._pipes.write(data)
+
+    def closeStdin(self) -> None:
+        self._pipes.loseWriteConnection()
+
+    def signalProcess(self, name: str) -> None:
+        if self._popen.poll() is None:
+            self._popen.send_signal(getattr(signal, f"SIG{name}"))
+
+
 class ForkServer(ProcessProtocol):
     """
     The launcher's end of L{twisted_bcr.forkserver}: asks it for children
@@ -221,12 +278,18 @@ class ForkServer(ProcessProtocol):
         self.ended = OneShot()
         #: Its own CPU seconds (importing for everyone), once it said so.
         self.cpu_s: float | None = None
+        self._process: Any
+        early = take_early(directory)
+        if early is not None:
+            # Started before the launcher's imports, to overlap them.
+            self._process = _AdoptedProcess(reactor, self, *early)
+            return
         stderr = os.path.join(directory, "forkserver.stderr")
         descriptor = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(descriptor, "ab") as err:
             # The directory is in its command line, so that each daemon
             # (which shares it) can be found by its run's directory.
-            self._process: Any = reactor.spawnProcess(
+            self._process = reactor.spawnProcess(
                 self, sys.executable,
                 [sys.executable, "-m", "twisted_bcr.forkserver", directory],
                 env=environment, childFDs={0: "w", 1: "r", 2: err.fileno()},
