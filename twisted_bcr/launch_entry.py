@@ -13,8 +13,11 @@ import sys
 
 
 def main() -> None:
+    """Start the fork server if the run will want one, then be the launcher."""
     arguments = sys.argv[1:]
-    if "--no-fork-server" not in arguments and "--log-dir" in arguments:
+    # Not for a run against a running Olympus: it starts no daemon.
+    wanted = not {"--no-fork-server", "--olympus"} & set(arguments)
+    if wanted and "--log-dir" in arguments:
         from twisted_bcr import forkserver
 
         index = arguments.index("--log-dir") + 1
