@@ -11,31 +11,32 @@ import subprocess
 import sys
 
 from twisted.internet import reactor
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import test_supervise
 from tests.test_supervise import (
     _CLEAN_TAC,
-    _RUNNING_TAC,
     WAIT_S,
     Recorder,
-    _NotifyingFactory,
     bounded,
-    listening_port,
 )
 from twisted_bcr import forkserver
-from twisted_bcr.supervise import FORK_SERVER_LOST, Supervisor, _AdoptedProcess, child_environment
+from twisted_bcr.supervise import FORK_SERVER_LOST, Supervisor, child_environment
 
 
 # The module, not the class: imported by name, trial would run it here too.
 class ForkedSupervisorProcessTests(test_supervise.SupervisorProcessTests):
     """Every supervisor test with real children, the children forked by the fork server."""
 
+    #: Start the fork server before the supervisor, as C{launch_entry} does.
+    start_early = False
+
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
+        if self.start_early:
+            forkserver.start_early(self.directory)
         recorder = Recorder()
         self.events = recorder.events
         self.supervisor = Supervisor(
@@ -70,13 +71,7 @@ class ForkedSupervisorProcessTests(test_supervise.SupervisorProcessTests):
         child still running is recorded as ended with FORK_SERVER_LOST (an
         error of the run, not a hang), and later spawns fail at once.
         """
-        factory = _NotifyingFactory()
-        port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        port_file = os.path.join(self.directory, "sleeper.port")
-        tac = _RUNNING_TAC.format(port_file=port_file, test_port=listening_port(port))
-        child = self.supervisor.spawn("sleeper", ["-y", self.write_tac("sleeper", tac)])
-        await bounded(factory.connected.wait())
+        child, factory = await self.spawn_sleeper()
         pid = child.pid
         server = self.supervisor._fork_server
         assert server is not None
@@ -92,40 +87,32 @@ class ForkedSupervisorProcessTests(test_supervise.SupervisorProcessTests):
         self.assertEqual(late.protocol.exit_code, 1)
 
 
-class EarlyForkServerTests(test_supervise.SupervisorProcessTests):
+class EarlyForkServerTests(ForkedSupervisorProcessTests):
     """
     Every supervisor test with real children, forked by a fork server that
     was started before the supervisor existed (as C{launch_entry} does, to
     overlap its imports with the launcher's) and adopted by it.
     """
 
-    def setUp(self) -> None:
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-        forkserver.start_early(self.directory)
-        recorder = Recorder()
-        self.events = recorder.events
-        self.supervisor = Supervisor(
-            reactor, self.directory, Logger(observer=recorder), fork_server=True
-        )
-        self.addCleanup(self.kill_children)
+    start_early = True
 
     async def kill_children(self) -> None:
-        await super().kill_children()
         # Adopted even if no test spawned anything: then it exits too.
         if self.supervisor._fork_server is None:
             self.supervisor.spawn("clean", ["-y", self.write_tac("clean", _CLEAN_TAC)])
-        await self.supervisor.closed(WAIT_S)
+        await super().kill_children()
         server = self.supervisor._fork_server
         assert server is not None
         self.assertTrue(server.ended.fired)
 
     async def test_adopted(self) -> None:
         """The early fork server is the one used, and reports CPU as the other does."""
+        assert forkserver._early is not None
+        early_pid = forkserver._early[1].pid
         child = self.supervisor.spawn("clean", ["-y", self.write_tac("clean", _CLEAN_TAC)])
         server = self.supervisor._fork_server
         assert server is not None
-        self.assertIsInstance(server._process, _AdoptedProcess)
+        self.assertEqual(server._process.pid, early_pid)
         await bounded(child.protocol.ended.wait())
         self.assertEqual(child.protocol.exit_code, 0)
         await self.supervisor.closed(WAIT_S)

@@ -436,6 +436,17 @@ class SupervisorProcessTests(TestCase):
         with open(os.path.join(self.directory, name), encoding="utf-8") as f:
             return f.read()
 
+    async def spawn_sleeper(self) -> tuple[Child, _NotifyingFactory]:
+        """A child that runs until signalled, once it has connected to the test."""
+        factory = _NotifyingFactory()
+        port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        port_file = os.path.join(self.directory, "sleeper.port")
+        tac = _RUNNING_TAC.format(port_file=port_file, test_port=listening_port(port))
+        child = self.supervisor.spawn("sleeper", ["-y", self.write_tac("sleeper", tac)])
+        await bounded(factory.connected.wait())
+        return child, factory
+
     def test_interfaces(self) -> None:
         """The trial reactor can spawn processes (so the tests below run for real)."""
         self.assertTrue(IReactorProcess.providedBy(reactor))
@@ -528,13 +539,7 @@ class SupervisorProcessTests(TestCase):
         """
         # A straggler that is slow to die must not be taken for one ignoring SIGTERM.
         self.patch(supervise, "TERMINATE_GRACE_S", WAIT_S)
-        factory = _NotifyingFactory()
-        port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        port_file = os.path.join(self.directory, "sleeper.port")
-        tac = _RUNNING_TAC.format(port_file=port_file, test_port=listening_port(port))
-        child = self.supervisor.spawn("sleeper", ["-y", self.write_tac("sleeper", tac)])
-        await bounded(factory.connected.wait())
+        child, factory = await self.spawn_sleeper()
         self.assertTrue(child.running)
         self.assertEqual(child.ready_address(), "127.0.0.1:4321")
 

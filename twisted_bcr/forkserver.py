@@ -39,7 +39,15 @@ from typing import Any
 
 import twisted_bcr
 
-__all__ = ["child_environment", "main", "preload", "start_early", "take_early"]
+__all__ = [
+    "child_environment",
+    "cpu_seconds",
+    "main",
+    "preload",
+    "start",
+    "start_early",
+    "take_early",
+]
 
 #: A fork server started before the launcher's own imports (L{start_early}),
 #: waiting for the launcher's supervisor to take it (L{take_early}).
@@ -66,16 +74,24 @@ def child_environment() -> dict[str, str]:
     return environment
 
 
-def start_early(directory: str) -> None:
+def cpu_seconds(usage: resource.struct_rusage) -> float:
+    """User + system CPU seconds of a resource usage, as the kernel counted them."""
+    return round(usage.ru_utime + usage.ru_stime, 4)
+
+
+def start(
+    directory: str, environment: dict[str, str] | None = None
+) -> tuple[Any, int, int]:
     """
-    Start the fork server for the run in C{directory} now, so that its
-    imports overlap the launcher's (L{twisted_bcr.launch_entry}); the
-    supervisor adopts it with L{take_early}.  Pipes are plain descriptors
-    (no file objects that could close a descriptor number twice).
+    Start a fork server for the run in C{directory}: its process, the
+    descriptor to write requests to and the one to read its reports from.
+    Its directory is in its command line, so that each daemon (which shares
+    it) can be found by its run's directory.  The pipes are plain
+    descriptors (no file objects that could close a descriptor number
+    twice).
     """
     import subprocess
 
-    global _early
     to_server, server_in = os.pipe()
     server_out, from_server = os.pipe()
     stderr = os.open(
@@ -85,13 +101,24 @@ def start_early(directory: str) -> None:
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "twisted_bcr.forkserver", directory],
-            stdin=to_server, stdout=from_server, stderr=stderr, env=child_environment(),
+            stdin=to_server, stdout=from_server, stderr=stderr,
+            env=environment if environment is not None else child_environment(),
             close_fds=True,
         )
     finally:
         for descriptor in (to_server, from_server, stderr):
             os.close(descriptor)
-    _early = (os.path.abspath(directory), process, server_in, server_out)
+    return process, server_in, server_out
+
+
+def start_early(directory: str) -> None:
+    """
+    L{start} the fork server for the run in C{directory} now, so that its
+    imports overlap the launcher's (L{twisted_bcr.launch_entry}); the
+    supervisor adopts it with L{take_early}.
+    """
+    global _early
+    _early = (os.path.abspath(directory), *start(directory))
 
 
 def take_early(directory: str) -> tuple[Any, int, int] | None:
@@ -197,7 +224,7 @@ class _Server:
             if ident is None:
                 continue
             # What the daemon itself spent, as the kernel counted it.
-            cpu_s = round(usage.ru_utime + usage.ru_stime, 4)
+            cpu_s = cpu_seconds(usage)
             if os.WIFSIGNALED(status):
                 self._say(ended=ident, exit_code=None, signal=os.WTERMSIG(status), cpu_s=cpu_s)
             else:
@@ -245,14 +272,12 @@ class _Server:
                     else:
                         os.read(wake_read, 4096)
                 self._reap()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        self._say(exiting=True, cpu_s=round(usage.ru_utime + usage.ru_stime, 4))
+        self._say(exiting=True, cpu_s=cpu_seconds(resource.getrusage(resource.RUSAGE_SELF)))
 
 
 def main() -> None:
-    """Preload, say so, then serve until standard input closes."""
+    """Preload, then serve until standard input closes."""
     preload()
-    os.write(1, b'{"ready": true}\n')
     _Server().run()
 
 

@@ -67,6 +67,7 @@ from twisted_bcr.config import Case, parse_case
 from twisted_bcr.core.client import Client, ClientOutcome
 from twisted_bcr.core.driver import Driver
 from twisted_bcr.files import make_private_directory, write_atomically
+from twisted_bcr.forkserver import cpu_seconds
 from twisted_bcr.lifecycle import (
     OneShot,
     Progress,
@@ -781,8 +782,7 @@ def _cpu_seconds(daemons: dict[str, float] | None) -> dict[str, Any]:
     None where they could not all be counted: no fork server, or a daemon
     still running); C{total} only when everything was counted.
     """
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    launcher = round(usage.ru_utime + usage.ru_stime, 4)
+    launcher = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
     return {
         "launcher": launcher,
         "daemons": daemons,
@@ -1134,8 +1134,7 @@ def _count_own_cpu(summary: dict[str, Any]) -> bool:
     cpu = summary.get("cpu_s")
     if not isinstance(cpu, dict):
         return False
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu["caller"] = round(usage.ru_utime + usage.ru_stime, 4)
+    cpu["caller"] = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
     if cpu.get("total") is not None:
         cpu["total"] = round(cpu["total"] + cpu["caller"], 4)
         requests = summary.get("requests") or 0

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_bcr.core.replica import CRASH_STATUS
-from twisted_bcr.forkserver import child_environment, take_early
+from twisted_bcr.forkserver import child_environment, start, take_early
 from twisted_bcr.lifecycle import OneShot
 from twisted_bcr.net.twistd import FAILURES_LOGGED
 
@@ -211,7 +211,7 @@ class _AdoptedPipes(Protocol):
             os.close(descriptor)
 
     def dataReceived(self, data: bytes) -> None:
-        self._server.outReceived(data)
+        self._server.received(data)
 
     def writeConnectionLost(self) -> None:
         self._close("in")
@@ -235,11 +235,15 @@ class _AdoptedPipes(Protocol):
         except Exception:
             self._process.kill()
             self._process.wait()
-        self._server.processEnded(Failure(ProcessDone(self._process.returncode)))
+        self._server.exited()
 
 
 class _AdoptedProcess:
-    """What L{ForkServer} needs of its process, for one started by L{start_early}."""
+    """
+    What L{ForkServer} needs of its process (started by
+    L{twisted_bcr.forkserver.start}): its pipes, read and written by the
+    reactor, and its pid for signals.
+    """
 
     def __init__(
         self, reactor: Any, server: ForkServer, process: Any, server_in: int, server_out: int
@@ -265,10 +269,12 @@ class _AdoptedProcess:
             self._popen.send_signal(getattr(signal, f"SIG{name}"))
 
 
-class ForkServer(ProcessProtocol):
+class ForkServer:
     """
     The launcher's end of L{twisted_bcr.forkserver}: asks it for children
-    and learns from it when each was forked and how it ended.
+    and learns from it when each was forked and how it ended.  It adopts
+    the fork server C{launch_entry} started early for this directory, or
+    starts one.
     """
 
     def __init__(self, reactor: Any, directory: str, environment: dict[str, str]) -> None:
@@ -278,22 +284,9 @@ class ForkServer(ProcessProtocol):
         self.ended = OneShot()
         #: Its own CPU seconds (importing for everyone), once it said so.
         self.cpu_s: float | None = None
-        self._process: Any
-        early = take_early(directory)
-        if early is not None:
-            # Started before the launcher's imports, to overlap them.
-            self._process = _AdoptedProcess(reactor, self, *early)
-            return
-        stderr = os.path.join(directory, "forkserver.stderr")
-        descriptor = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(descriptor, "ab") as err:
-            # The directory is in its command line, so that each daemon
-            # (which shares it) can be found by its run's directory.
-            self._process = reactor.spawnProcess(
-                self, sys.executable,
-                [sys.executable, "-m", "twisted_bcr.forkserver", directory],
-                env=environment, childFDs={0: "w", 1: "r", 2: err.fileno()},
-            )
+        # Started before the launcher's imports (to overlap them), or now.
+        started = take_early(directory) or start(directory, environment)
+        self._process = _AdoptedProcess(reactor, self, *started)
 
     def spawn(self, argv: Sequence[str], stdout: str, stderr: str) -> tuple[Any, Any]:
         """Ask for C{twistd argv}; the protocol and transport its L{Child} uses."""
@@ -321,7 +314,7 @@ class ForkServer(ProcessProtocol):
             except OSError:
                 pass
 
-    def outReceived(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
@@ -351,8 +344,8 @@ class ForkServer(ProcessProtocol):
             cpu = event.get("cpu_s")
             self.cpu_s = float(cpu) if isinstance(cpu, (int, float)) else None
 
-    def processEnded(self, reason: Failure) -> None:
-        # Gone (killed?): its children can no longer be reported; say so.
+    def exited(self) -> None:
+        """It has exited (killed?): its children can no longer be reported; say so."""
         waiting, self._waiting = self._waiting, {}
         for protocol, _ in waiting.values():
             protocol.exit_code = FORK_SERVER_LOST
